@@ -1,0 +1,108 @@
+"""VP fd ioctls: registers, MSHV_RUN_VP and the register page."""
+
+from __future__ import annotations
+
+import errno
+import struct
+import threading
+from typing import TYPE_CHECKING, Any
+
+from mshv.abi import ioctl as nr
+from mshv.abi.tlfs import hv_register_name as R
+from mshv.abi.uapi import MSHV_VP_MAX_REGISTERS, MSHV_VP_MMAP_REGISTERS_OFFSET
+from mshv.driver.fd import File, errno_error
+from mshv.driver.usercopy import UserArg, read_user, read_user2, write_user
+from mshv.hv.errors import EngineError, HvError
+from mshv.hv.vp import PAGE_SIZE, Vp
+
+if TYPE_CHECKING:
+    from mshv.driver.partition import PartitionRef
+
+_VP_REGISTERS = struct.Struct("<i4xQQ")  # RFC mshv_vp_registers: count, names, values
+_SUSPEND = frozenset({R.HV_REGISTER_EXPLICIT_SUSPEND, R.HV_REGISTER_INTERCEPT_SUSPEND})
+_RIP = int(R.HV_X64_REGISTER_RIP)
+
+
+class VpFile(File):
+    kind = "VP"
+
+    def __init__(self, ref: PartitionRef, vp: Vp) -> None:
+        self.ref = ref
+        self.vp = vp
+        self.mutex = threading.Lock()  # the per-VP ioctl mutex; RUN_VP holds it
+        self._released = False
+
+    def ioctl(self, request: int, arg: Any) -> int:
+        if request == nr.MSHV_RUN_VP:
+            return self._run(arg)
+        if request == nr.MSHV_GET_VP_REGISTERS:
+            handler = self._get_registers
+        elif request == nr.MSHV_SET_VP_REGISTERS:
+            handler = self._set_registers
+        else:
+            return super().ioctl(request, arg)
+        uarg = UserArg(arg)
+        with self.mutex:
+            try:
+                return handler(uarg)
+            except (HvError, EngineError) as e:
+                raise errno_error(e) from e
+
+    def _run(self, arg: Any) -> int:
+        uarg = UserArg(arg)
+        vp = self.vp
+        with self.mutex:
+            try:
+                vp.run()
+            except InterruptedError:
+                raise OSError(errno.EINTR, "MSHV_RUN_VP interrupted by a signal") from None
+            except (HvError, EngineError) as e:
+                raise errno_error(e) from e
+            uarg.write(vp.message)
+        return 0
+
+    def _args(self, arg: UserArg) -> tuple[int, int, int]:
+        count, names, values = _VP_REGISTERS.unpack(arg.read(_VP_REGISTERS.size))
+        if count > MSHV_VP_MAX_REGISTERS or count < 0:
+            raise OSError(errno.EINVAL, f"register count {count} is not 0..{MSHV_VP_MAX_REGISTERS}")
+        return count, names, values
+
+    def _get_registers(self, arg: UserArg) -> int:
+        count, names_ptr, values_ptr = self._args(arg)
+        if not count:
+            return 0
+        names = struct.unpack(f"<{count}I", read_user(names_ptr, 4 * count, "register names"))
+        values = self.vp.get_registers(names)
+        write_user(values_ptr, b"".join(values), "register values")
+        return 0
+
+    def _set_registers(self, arg: UserArg) -> int:
+        count, names_ptr, values_ptr = self._args(arg)
+        if not count:
+            return 0
+        raw_names, raw_values = read_user2(
+            names_ptr, 4 * count, values_ptr, 16 * count, "register names and values"
+        )
+        names = struct.unpack(f"<{count}I", raw_names)
+        if _SUSPEND.intersection(names):
+            raise OSError(errno.EINVAL, "the suspend registers cannot be set")
+        if count == 1 and names[0] == _RIP:
+            self.vp.set_registers(names, (raw_values,))
+        else:
+            self.vp.set_registers(names, [raw_values[16 * i : 16 * i + 16] for i in range(count)])
+        return 0
+
+    def mmap_fd(self, length: int, offset: int) -> int:
+        if offset != MSHV_VP_MMAP_REGISTERS_OFFSET:
+            msg = f"only offset {MSHV_VP_MMAP_REGISTERS_OFFSET} maps the register page"
+            raise OSError(errno.EINVAL, msg)
+        if not 0 < length <= PAGE_SIZE:
+            raise OSError(errno.EINVAL, f"the register page is {PAGE_SIZE} bytes; length {length}")
+        with self.mutex:
+            self.vp.map_page()
+        return self.vp.page_fd
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.ref.put()

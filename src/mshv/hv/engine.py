@@ -1,0 +1,139 @@
+"""The seam between the hypervisor and what executes guest instructions.
+
+The Microsoft Hypervisor semantics (messages, intercept routing, status codes,
+the register page) are written once in `mshv.hv` on top of this interface. An
+engine only has to execute guest code and stop *before* completing any
+instruction it cannot finish on its own:
+
+* an I/O port or memory access that the hypervisor turns into an intercept
+  leaves the processor at the start of that instruction, registers and memory
+  exactly as they were before it, and reports its linear address, length and
+  bytes (the KVM engine has to undo KVM's own completion work to give this);
+* HLT (in a machine without a local APIC) and a triple fault stop the processor
+  at the instruction that caused them;
+* a signal or `kick()` stops it between instructions (`Exit.INTERRUPTED`).
+
+Registers cross the seam as TLFS register names with 16-byte
+`hv_register_value` images, so an engine never sees hypervisor concepts beyond
+the architectural state of an x64 processor.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class Exit(enum.IntEnum):
+    """Why `Processor.run` returned."""
+
+    IO_PORT = 1
+    MEMORY = 2
+    HALT = 3
+    TRIPLE_FAULT = 4
+    INTERRUPTED = 5
+    INVALID_STATE = 6
+
+
+class ExitInfo:
+    """Details of the last exit, filled in place by the engine (no allocation
+    per exit). Fields not meaningful for the exit kind keep stale values."""
+
+    __slots__ = (
+        "access_size",
+        "access_type",
+        "gpa",
+        "gva",
+        "gva_valid",
+        "insn_bytes",
+        "insn_length",
+        "is_write",
+        "port",
+        "rep_prefix",
+        "string_op",
+    )
+
+    def __init__(self) -> None:
+        self.insn_length = 0  # length of the intercepted instruction (0: unknown)
+        self.insn_bytes = b""  # up to 16 bytes starting at the instruction
+        # I/O port exits
+        self.port = 0
+        self.access_size = 0  # 1, 2 or 4
+        self.is_write = False
+        self.string_op = False
+        self.rep_prefix = False
+        # memory exits
+        self.gpa = 0
+        self.gva = 0
+        self.gva_valid = False
+        self.access_type = 0  # HV_INTERCEPT_ACCESS_READ/WRITE/EXECUTE
+
+
+class InterceptState(Protocol):
+    """What every intercept message header needs, read right after an exit."""
+
+    def header(self) -> tuple[int, int, int, int, int, int, int, int]:
+        """(execution_state, cr8, cs_base, cs_limit, cs_selector, cs_attributes,
+        rip, rflags) in TLFS encodings."""
+        ...
+
+    def gprs(self) -> tuple[int, ...]:
+        """The 16 general-purpose registers in TLFS order (rax, rcx, rdx, rbx,
+        rsp, rbp, rsi, rdi, r8..r15), then rip and rflags."""
+        ...
+
+    def segment(self, name: int) -> tuple[int, int, int, int]:
+        """(base, limit, selector, attributes) of a segment register by TLFS name."""
+        ...
+
+
+class Processor(InterceptState, Protocol):
+    """One virtual processor of a `Machine`."""
+
+    exit: ExitInfo
+
+    def run(self) -> Exit:
+        """Run guest code until an exit; see the module docstring."""
+        ...
+
+    def kick(self) -> None:
+        """Make a current or the next `run` return `Exit.INTERRUPTED`; any thread."""
+        ...
+
+    def get_registers(self, names: Sequence[int]) -> list[bytes]:
+        """16-byte `hv_register_value` images. Raises `HvError` naming the
+        first register the engine does not provide."""
+        ...
+
+    def set_registers(self, names: Sequence[int], values: Sequence[bytes]) -> None:
+        """All or nothing: validates every name and value before applying any."""
+        ...
+
+    def set_rip(self, rip: int) -> None:
+        """Fast path for the VMM completing an intercept."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Machine(Protocol):
+    """The engine side of a partition: guest-physical memory and processors."""
+
+    def map_memory(self, gpa: int, size: int, uaddr: int, writable: bool) -> int:
+        """Back [gpa, gpa+size) with process memory at uaddr; returns a handle."""
+        ...
+
+    def unmap_memory(self, handle: int) -> None: ...
+
+    def create_processor(self, index: int) -> Processor: ...
+
+    def close(self) -> None: ...
+
+
+class Engine(Protocol):
+    """Creates machines; one engine serves every partition of the process."""
+
+    name: str
+
+    def create_machine(self, *, lapic: bool) -> Machine: ...

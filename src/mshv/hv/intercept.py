@@ -1,0 +1,97 @@
+"""Engine exits -> `hv_message`, exactly as the Microsoft Hypervisor fills it.
+
+Messages are packed straight into the VP's 256-byte message buffer with
+precompiled formats (the run path allocates nothing but the tuples struct
+needs). The formats restate the `mshv.abi.message` layouts, and tests pin
+them against those ctypes definitions.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from mshv.abi.message import HV_MESSAGE_SIZE, hv_message_type
+from mshv.abi.tlfs import HV_INTERCEPT_ACCESS_READ, HV_INTERCEPT_ACCESS_WRITE, hv_cache_type
+from mshv.abi.tlfs import hv_register_name as R
+from mshv.hv.engine import Processor
+
+_HEADER = "<IBBxxQ"  # hv_message_header: type, payload_size, flags, sender
+_INTERCEPT = "IBBH QIHH QQ"  # vp_index, length|cr8, access, state, cs, rip, rflags
+IO_PORT = struct.Struct(
+    _HEADER + _INTERCEPT + "HBBI Q 16s QIHH QIHH QQQ"
+)  # port, access_info, byte count, rsvd, rax, bytes, ds, es, rcx, rsi, rdi
+MEMORY = struct.Struct(
+    _HEADER + _INTERCEPT + "IBBBx QQ 16s"
+)  # cache type, byte count, access info, tpr, gva, gpa, bytes
+HEADER_ONLY = struct.Struct(_HEADER + _INTERCEPT)  # halt, unrecoverable exception
+INVALID_VP_REGISTER = struct.Struct(_HEADER + "II")
+
+PAYLOAD_SIZE = {
+    IO_PORT: 128,
+    MEMORY: 80,
+    HEADER_ONLY: 40,
+    INVALID_VP_REGISTER: 8,
+}
+
+_ZERO = bytes(HV_MESSAGE_SIZE)
+_ES, _DS = R.HV_X64_REGISTER_ES, R.HV_X64_REGISTER_DS
+_WB = hv_cache_type.HV_CACHE_TYPE_X64_WRITE_BACK
+_MSG_IO = hv_message_type.HVMSG_X64_IO_PORT_INTERCEPT
+
+
+def _tail(buf: bytearray, fmt: struct.Struct) -> None:
+    buf[fmt.size :] = _ZERO[fmt.size :]
+
+
+def io_port(buf: bytearray, sender: int, vp_index: int, p: Processor) -> None:
+    e = p.exit
+    state, cr8, cs_base, cs_limit, cs_sel, cs_attr, rip, rflags = p.header()
+    g = p.gprs()
+    ds = p.segment(_DS)
+    es = p.segment(_ES)
+    code = e.insn_bytes[:16]
+    IO_PORT.pack_into(
+        buf, 0, _MSG_IO, 128, 0, sender,
+        vp_index, e.insn_length | cr8 << 4,
+        HV_INTERCEPT_ACCESS_WRITE if e.is_write else HV_INTERCEPT_ACCESS_READ, state,
+        cs_base, cs_limit, cs_sel, cs_attr, rip, rflags,
+        e.port, e.access_size | e.string_op << 3 | e.rep_prefix << 4, len(code), 0,
+        g[0], code, ds[0], ds[1], ds[2], ds[3], es[0], es[1], es[2], es[3], g[1], g[6], g[7],
+    )  # fmt: skip
+    buf[IO_PORT.size :] = _ZERO[IO_PORT.size :]
+
+
+def memory(buf: bytearray, sender: int, vp_index: int, p: Processor, gpa_intercept: bool) -> None:
+    e = p.exit
+    state, cr8, cs_base, cs_limit, cs_sel, cs_attr, rip, rflags = p.header()
+    code = e.insn_bytes[:16]
+    kind = (hv_message_type.HVMSG_GPA_INTERCEPT if gpa_intercept
+            else hv_message_type.HVMSG_UNMAPPED_GPA)  # fmt: skip
+    info = (1 | 2) if e.gva_valid else 0  # gva_valid, gva_gpa_valid
+    MEMORY.pack_into(
+        buf, 0, kind, 80, 0, sender,
+        vp_index, e.insn_length | cr8 << 4, e.access_type, state,
+        cs_base, cs_limit, cs_sel, cs_attr, rip, rflags,
+        _WB, len(code), info, cr8, e.gva if e.gva_valid else 0, e.gpa, code,
+    )  # fmt: skip
+    _tail(buf, MEMORY)
+
+
+def header_only(
+    buf: bytearray, kind: int, sender: int, vp_index: int, p: Processor, length: int
+) -> None:
+    """HVMSG_X64_HALT and HVMSG_UNRECOVERABLE_EXCEPTION: the intercept header."""
+    state, cr8, cs_base, cs_limit, cs_sel, cs_attr, rip, rflags = p.header()
+    HEADER_ONLY.pack_into(
+        buf, 0, kind, 40, 0, sender,
+        vp_index, length | cr8 << 4, HV_INTERCEPT_ACCESS_READ, state,
+        cs_base, cs_limit, cs_sel, cs_attr, rip, rflags,
+    )  # fmt: skip
+    _tail(buf, HEADER_ONLY)
+
+
+def invalid_vp_register(buf: bytearray, sender: int, vp_index: int) -> None:
+    INVALID_VP_REGISTER.pack_into(
+        buf, 0, hv_message_type.HVMSG_INVALID_VP_REGISTER_VALUE, 8, 0, sender, vp_index, 0
+    )
+    _tail(buf, INVALID_VP_REGISTER)

@@ -1,0 +1,178 @@
+"""Guest-physical memory as the engine sees it: slots of process memory, safe
+reads, and the guest page-table walk used to fetch instruction bytes.
+
+Reads go through /proc/self/mem: a slot's process memory may have been
+unmapped behind our back, and a read of it must fail, not crash the process.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import struct
+import threading
+
+_ADDR_MASK = 0x000F_FFFF_FFFF_F000  # physical-address bits of a 64-bit paging entry
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+CR0_PE = 1 << 0
+CR0_PG = 1 << 31
+CR4_PSE = 1 << 4
+CR4_PAE = 1 << 5
+CR4_LA57 = 1 << 12
+EFER_LMA = 1 << 10
+
+_proc_mem_lock = threading.Lock()
+_proc_mem: tuple[int, int] | None = None  # (pid, fd)
+
+
+def _mem_fd() -> int:
+    global _proc_mem
+    pid = os.getpid()
+    with _proc_mem_lock:
+        if _proc_mem is None or _proc_mem[0] != pid:
+            _proc_mem = (pid, os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC))
+        return _proc_mem[1]
+
+
+def read_process(addr: int, size: int) -> bytes | None:
+    """Read this process's memory; None where it is not mapped."""
+    try:
+        data = os.pread(_mem_fd(), size, addr)
+    except (OSError, OverflowError):
+        return None
+    return data if len(data) == size else None
+
+
+class GuestMemory:
+    """The guest-physical map of one machine: sorted, non-overlapping slots."""
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._slots: list[tuple[int, int, int, bool]] = []  # (gpa, end, uaddr, writable)
+        self._fd = _mem_fd()
+
+    def add(self, gpa: int, size: int, uaddr: int, writable: bool) -> None:
+        i = bisect.bisect(self._starts, gpa)
+        self._starts.insert(i, gpa)
+        self._slots.insert(i, (gpa, gpa + size, uaddr, writable))
+
+    def remove(self, gpa: int) -> None:
+        i = self._starts.index(gpa)
+        del self._starts[i]
+        del self._slots[i]
+
+    def lookup(self, gpa: int) -> tuple[int, int, int, bool] | None:
+        """The slot holding gpa, or None for an unmapped address."""
+        i = bisect.bisect(self._starts, gpa) - 1
+        if i >= 0:
+            slot = self._slots[i]
+            if gpa < slot[1]:
+                return slot
+        return None
+
+    def read(self, gpa: int, size: int) -> bytes | None:
+        """Bytes at [gpa, gpa+size), or None if any of it is not RAM."""
+        out = b""
+        while size > 0:
+            slot = self.lookup(gpa)
+            if slot is None:
+                return None
+            n = min(size, slot[1] - gpa)
+            try:
+                chunk = os.pread(self._fd, n, slot[2] + gpa - slot[0])
+            except OSError:
+                return None
+            if len(chunk) != n:
+                return None
+            out += chunk
+            gpa += n
+            size -= n
+        return out
+
+    def _entry(self, gpa: int, wide: bool) -> int | None:
+        data = self.read(gpa, 8 if wide else 4)
+        if data is None:
+            return None
+        return int((_U64 if wide else _U32).unpack(data)[0])
+
+    def translate(self, linear: int, cr0: int, cr3: int, cr4: int, efer: int) -> int | None:
+        """Guest-linear to guest-physical through the guest's page tables.
+
+        None when a level is not present or its table is not RAM. Permissions
+        are not checked: callers only locate instructions and operands that the
+        processor has already accessed."""
+        if not cr0 & CR0_PG:
+            return linear & 0xFFFF_FFFF
+        if efer & EFER_LMA:
+            levels = 5 if cr4 & CR4_LA57 else 4
+            table = cr3 & _ADDR_MASK
+            for level in range(levels, 0, -1):
+                shift = 12 + 9 * (level - 1)
+                e = self._entry(table + ((linear >> shift) & 0x1FF) * 8, True)
+                if e is None or not e & 1:
+                    return None
+                if level in (2, 3) and e & 0x80:  # 2 MiB or 1 GiB page
+                    mask = (1 << shift) - 1
+                    return (e & _ADDR_MASK & ~mask) | (linear & mask)
+                table = e & _ADDR_MASK
+            return table | (linear & 0xFFF)
+        if cr4 & CR4_PAE:
+            e = self._entry((cr3 & 0xFFFF_FFE0) + ((linear >> 30) & 3) * 8, True)
+            if e is None or not e & 1:
+                return None
+            e = self._entry((e & _ADDR_MASK) + ((linear >> 21) & 0x1FF) * 8, True)
+            if e is None or not e & 1:
+                return None
+            if e & 0x80:
+                return (e & _ADDR_MASK & ~0x1FFFFF) | (linear & 0x1FFFFF)
+            e = self._entry((e & _ADDR_MASK) + ((linear >> 12) & 0x1FF) * 8, True)
+            if e is None or not e & 1:
+                return None
+            return (e & _ADDR_MASK) | (linear & 0xFFF)
+        e = self._entry((cr3 & 0xFFFF_F000) + ((linear >> 22) & 0x3FF) * 4, False)
+        if e is None or not e & 1:
+            return None
+        if cr4 & CR4_PSE and e & 0x80:  # 4 MiB page; bits 13..20 extend the address
+            return (e & 0xFFC0_0000) | (((e >> 13) & 0xFF) << 32) | (linear & 0x3F_FFFF)
+        e = self._entry((e & 0xFFFF_F000) + ((linear >> 12) & 0x3FF) * 4, False)
+        if e is None or not e & 1:
+            return None
+        return (e & 0xFFFF_F000) | (linear & 0xFFF)
+
+    def read_linear(
+        self, linear: int, size: int, cr0: int, cr3: int, cr4: int, efer: int
+    ) -> bytes:
+        """As many of the `size` bytes at a linear address as are readable
+        (stops at the first page that does not translate to RAM)."""
+        out = b""
+        while size > 0:
+            gpa = self.translate(linear, cr0, cr3, cr4, efer)
+            if gpa is None:
+                break
+            n = min(size, 0x1000 - (linear & 0xFFF))
+            chunk = self.read(gpa, n)
+            if chunk is None:
+                break
+            out += chunk
+            linear += n
+            size -= n
+        return out
+
+    def read_linear_before(
+        self, linear: int, size: int, cr0: int, cr3: int, cr4: int, efer: int
+    ) -> bytes:
+        """The longest readable run of up to `size` bytes ending at `linear`."""
+        start = max(0, linear - size)
+        split = linear & ~0xFFF  # start of the page holding the last byte before linear
+        if linear & 0xFFF == 0:
+            split = linear - 0x1000
+        split = max(split, start)
+        tail = self.read_linear(split, linear - split, cr0, cr3, cr4, efer)
+        if len(tail) != linear - split:
+            return b""
+        if split == start:
+            return tail
+        head = self.read_linear(start, split - start, cr0, cr3, cr4, efer)
+        return (head + tail) if len(head) == split - start else tail
