@@ -42,13 +42,14 @@ class kvm_userspace_memory_region(ctypes.Structure):
     ]
 
 
+_KVM_REGS = (
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
+    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags",
+)  # fmt: skip
+
+
 class kvm_regs(ctypes.Structure):
-    _fields_ = [
-        (name, c_uint64)
-        for name in (
-            ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags"]
-        )
-    ]
+    _fields_ = [(name, c_uint64) for name in _KVM_REGS]
 
 
 class kvm_segment(ctypes.Structure):
