@@ -8,6 +8,9 @@ The syscall-level surface is the contract every client uses, on a real
   read and written in place; failures raise OSError with the driver's errno.
 * `mmap(fd, length, offset=0) -> mmap.mmap`
 * `close(fd)`
+
+Above it, `Device`, `Partition`, `Vp` and `GuestMemory` are context-managed
+objects, and `Vp.run()` returns typed messages (`IoPortIntercept`, ...).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import Any
 
 from mshv import _sys
 
-__all__ = ["close", "ioctl", "mmap", "open"]
+_emulated = _sys.emulated_files
+
 
 
 def open(path: str = _sys.DEVICE_PATH) -> int:
@@ -28,7 +32,10 @@ def open(path: str = _sys.DEVICE_PATH) -> int:
 
 def ioctl(fd: int, request: int, arg: Any = 0) -> int:
     """ioctl(2) on an mshv fd; returns its value (a new fd for the create calls)."""
-    return _sys.backend_for_fd(fd).ioctl(fd, request, arg)
+    file = _emulated.get(fd)
+    if file is not None:
+        return file.ioctl(request, arg)  # type: ignore[no-any-return]
+    return _sys.real.ioctl(fd, request, arg)
 
 
 def mmap(fd: int, length: int, offset: int = 0) -> _mmap.mmap:
@@ -39,3 +46,35 @@ def mmap(fd: int, length: int, offset: int = 0) -> _mmap.mmap:
 def close(fd: int) -> None:
     """close(2); the last fd of a partition (partition and VP fds) destroys it."""
     _sys.backend_for_fd(fd).close(fd)
+
+
+# The client API is built on the four calls above, so it is imported after them.
+from mshv.client import (  # noqa: E402
+    RWX as RWX,
+    RX as RX,
+    Device as Device,
+    GpaIntercept as GpaIntercept,
+    GuestMemory as GuestMemory,
+    Halt as Halt,
+    InterceptMessage as InterceptMessage,
+    InvalidVpRegisterValue as InvalidVpRegisterValue,
+    IoPortIntercept as IoPortIntercept,
+    MemoryIntercept as MemoryIntercept,
+    MemoryRegion as MemoryRegion,
+    Message as Message,
+    Partition as Partition,
+    Segment as Segment,
+    Table as Table,
+    UnmappedGpa as UnmappedGpa,
+    UnrecoverableException as UnrecoverableException,
+    Vp as Vp,
+)
+from mshv.errors import (  # noqa: E402
+    BusyError as BusyError,
+    ClosedError as ClosedError,
+    EmulationError as EmulationError,
+    IoctlError as IoctlError,
+    MshvError as MshvError,
+    UnhandledIntercept as UnhandledIntercept,
+    UnsupportedError as UnsupportedError,
+)

@@ -19,6 +19,10 @@ from mshv.abi.ioctl import ioc_dir, ioc_size
 
 DEVICE_PATH = "/dev/mshv"
 
+# fd -> driver file object of every fd the emulation created. It lives here,
+# not in the driver, so routing a call needs no import of the emulation.
+emulated_files: dict[int, Any] = {}
+
 
 class Sys(Protocol):
     def open(self, path: str) -> int: ...
@@ -68,18 +72,13 @@ class EmulatedSys:
         return open_device()
 
     def ioctl(self, fd: int, request: int, arg: Any = 0) -> int:
-        from mshv.driver.fd import table
-
-        file = table.get(fd)
+        file = emulated_files.get(fd)
         if file is None:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-        _check_buffer(request, arg)
-        return file.ioctl(request, arg)
+        return int(file.ioctl(request, arg))
 
     def mmap(self, fd: int, length: int, offset: int = 0) -> _mmap.mmap:
-        from mshv.driver.fd import table
-
-        file = table.get(fd)
+        file = emulated_files.get(fd)
         if file is None:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         backing = file.mmap_fd(length, offset)
@@ -107,6 +106,4 @@ def backend_for_path(path: str) -> Sys:
 
 
 def backend_for_fd(fd: int) -> Sys:
-    from mshv.driver.fd import table
-
-    return emulated if fd in table else real
+    return emulated if fd in emulated_files else real

@@ -14,6 +14,7 @@ import os
 import threading
 from typing import Any
 
+from mshv import _sys
 from mshv.abi.status import hv_status_to_errno
 from mshv.hv.errors import EngineError, HvError, UnsupportedError
 
@@ -36,8 +37,8 @@ class File:
 
 
 class FdTable:
-    def __init__(self) -> None:
-        self._files: dict[int, File] = {}
+    def __init__(self, files: dict[int, File]) -> None:
+        self._files = files
         self._lock = threading.Lock()
 
     def install(self, file: File) -> int:
@@ -71,7 +72,7 @@ class FdTable:
         return len(self._files)
 
 
-table = FdTable()
+table = FdTable(_sys.emulated_files)
 
 
 def errno_error(e: BaseException) -> OSError:

@@ -8,6 +8,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from mshv.abi import ioctl as nr
+from mshv.abi.message import HV_MESSAGE_SIZE
 from mshv.abi.tlfs import hv_register_name as R
 from mshv.abi.uapi import MSHV_VP_MAX_REGISTERS, MSHV_VP_MMAP_REGISTERS_OFFSET
 from mshv.driver.fd import File, errno_error
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 _VP_REGISTERS = struct.Struct("<i4xQQ")  # RFC mshv_vp_registers: count, names, values
 _SUSPEND = frozenset({R.HV_REGISTER_EXPLICIT_SUSPEND, R.HV_REGISTER_INTERCEPT_SUSPEND})
 _RIP = int(R.HV_X64_REGISTER_RIP)
+_RUN_VP = nr.MSHV_RUN_VP
 
 
 class VpFile(File):
@@ -31,43 +33,49 @@ class VpFile(File):
         self.vp = vp
         self.mutex = threading.Lock()  # the per-VP ioctl mutex; RUN_VP holds it
         self._released = False
+        self._handlers = {
+            nr.MSHV_RUN_VP: self._run,
+            nr.MSHV_GET_VP_REGISTERS: self._get_registers,
+            nr.MSHV_SET_VP_REGISTERS: self._set_registers,
+        }
 
     def ioctl(self, request: int, arg: Any) -> int:
-        if request == nr.MSHV_RUN_VP:
-            return self._run(arg)
-        if request == nr.MSHV_GET_VP_REGISTERS:
-            handler = self._get_registers
-        elif request == nr.MSHV_SET_VP_REGISTERS:
-            handler = self._set_registers
-        else:
+        if request == _RUN_VP and type(arg) is bytearray and len(arg) >= HV_MESSAGE_SIZE:
+            # The run path: the message goes straight into the caller's buffer.
+            with self.mutex:
+                try:
+                    self.vp.run(arg)
+                except InterruptedError:
+                    raise OSError(errno.EINTR, "MSHV_RUN_VP interrupted by a signal") from None
+                except (HvError, EngineError) as e:
+                    raise errno_error(e) from e
+            return 0
+        handler = self._handlers.get(request)
+        if handler is None:
             return super().ioctl(request, arg)
-        uarg = UserArg(arg)
         with self.mutex:
             try:
-                return handler(uarg)
+                return handler(arg)
             except (HvError, EngineError) as e:
                 raise errno_error(e) from e
 
     def _run(self, arg: Any) -> int:
-        uarg = UserArg(arg)
         vp = self.vp
-        with self.mutex:
-            try:
-                vp.run()
-            except InterruptedError:
-                raise OSError(errno.EINTR, "MSHV_RUN_VP interrupted by a signal") from None
-            except (HvError, EngineError) as e:
-                raise errno_error(e) from e
-            uarg.write(vp.message)
+        uarg = UserArg(arg)  # validate the argument before running
+        try:
+            vp.run()
+        except InterruptedError:
+            raise OSError(errno.EINTR, "MSHV_RUN_VP interrupted by a signal") from None
+        uarg.write(vp.message)
         return 0
 
-    def _args(self, arg: UserArg) -> tuple[int, int, int]:
-        count, names, values = _VP_REGISTERS.unpack(arg.read(_VP_REGISTERS.size))
+    def _args(self, arg: Any) -> tuple[int, int, int]:
+        count, names, values = _VP_REGISTERS.unpack(UserArg(arg).read(_VP_REGISTERS.size))
         if count > MSHV_VP_MAX_REGISTERS or count < 0:
             raise OSError(errno.EINVAL, f"register count {count} is not 0..{MSHV_VP_MAX_REGISTERS}")
         return count, names, values
 
-    def _get_registers(self, arg: UserArg) -> int:
+    def _get_registers(self, arg: Any) -> int:
         count, names_ptr, values_ptr = self._args(arg)
         if not count:
             return 0
@@ -76,7 +84,7 @@ class VpFile(File):
         write_user(values_ptr, b"".join(values), "register values")
         return 0
 
-    def _set_registers(self, arg: UserArg) -> int:
+    def _set_registers(self, arg: Any) -> int:
         count, names_ptr, values_ptr = self._args(arg)
         if not count:
             return 0

@@ -41,37 +41,40 @@ class ExitInfo:
     per exit). Fields not meaningful for the exit kind keep stale values."""
 
     __slots__ = (
-        "access_size",
+        "access_info",
         "access_type",
         "gpa",
         "gva",
         "gva_valid",
         "insn_bytes",
         "insn_length",
-        "is_write",
         "port",
-        "rep_prefix",
-        "string_op",
     )
 
     def __init__(self) -> None:
         self.insn_length = 0  # length of the intercepted instruction (0: unknown)
         self.insn_bytes = b""  # up to 16 bytes starting at the instruction
+        self.access_type = 0  # HV_INTERCEPT_ACCESS_READ/WRITE/EXECUTE
         # I/O port exits
         self.port = 0
-        self.access_size = 0  # 1, 2 or 4
-        self.is_write = False
-        self.string_op = False
-        self.rep_prefix = False
+        self.access_info = 0  # hv_x64_io_port_access_info: size | string << 3 | rep << 4
         # memory exits
         self.gpa = 0
         self.gva = 0
         self.gva_valid = False
-        self.access_type = 0  # HV_INTERCEPT_ACCESS_READ/WRITE/EXECUTE
 
 
 class InterceptState(Protocol):
     """What every intercept message header needs, read right after an exit."""
+
+    seg_version: int
+    """Changes whenever a segment register may have changed (cache key)."""
+
+    @property
+    def state_version(self) -> int:
+        """Changes whenever any register intercept messages or the register
+        page show may have changed (cache key for what is built from them)."""
+        ...
 
     def header(self) -> tuple[int, int, int, int, int, int, int, int]:
         """(execution_state, cr8, cs_base, cs_limit, cs_selector, cs_attributes,
@@ -85,6 +88,11 @@ class InterceptState(Protocol):
 
     def segment(self, name: int) -> tuple[int, int, int, int]:
         """(base, limit, selector, attributes) of a segment register by TLFS name."""
+        ...
+
+    def control(self) -> tuple[int, int, int, int, int, int, int]:
+        """(cr0, cr3, cr4, cr8, efer, pending_interruption, interrupt_state),
+        the last two as TLFS register values."""
         ...
 
 

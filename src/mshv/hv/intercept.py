@@ -36,7 +36,10 @@ PAYLOAD_SIZE = {
 _ZERO = bytes(HV_MESSAGE_SIZE)
 _ES, _DS = R.HV_X64_REGISTER_ES, R.HV_X64_REGISTER_DS
 _WB = hv_cache_type.HV_CACHE_TYPE_X64_WRITE_BACK
-_MSG_IO = hv_message_type.HVMSG_X64_IO_PORT_INTERCEPT
+_MSG_IO = int(hv_message_type.HVMSG_X64_IO_PORT_INTERCEPT)
+_pack_io = IO_PORT.pack_into
+_IO_SIZE = IO_PORT.size
+_IO_TAIL = _ZERO[IO_PORT.size :]
 
 
 def _tail(buf: bytearray, fmt: struct.Struct) -> None:
@@ -44,21 +47,23 @@ def _tail(buf: bytearray, fmt: struct.Struct) -> None:
 
 
 def io_port(buf: bytearray, sender: int, vp_index: int, p: Processor) -> None:
+    """The engine fills exit.access_type and exit.access_info for port exits,
+    and at most 16 instruction bytes."""
     e = p.exit
     state, cr8, cs_base, cs_limit, cs_sel, cs_attr, rip, rflags = p.header()
     g = p.gprs()
-    ds = p.segment(_DS)
-    es = p.segment(_ES)
-    code = e.insn_bytes[:16]
-    IO_PORT.pack_into(
+    seg = p.segment
+    dsb, dsl, dss, dsa = seg(_DS)
+    esb, esl, ess, esa = seg(_ES)
+    code = e.insn_bytes
+    _pack_io(
         buf, 0, _MSG_IO, 128, 0, sender,
-        vp_index, e.insn_length | cr8 << 4,
-        HV_INTERCEPT_ACCESS_WRITE if e.is_write else HV_INTERCEPT_ACCESS_READ, state,
+        vp_index, e.insn_length | cr8 << 4, e.access_type, state,
         cs_base, cs_limit, cs_sel, cs_attr, rip, rflags,
-        e.port, e.access_size | e.string_op << 3 | e.rep_prefix << 4, len(code), 0,
-        g[0], code, ds[0], ds[1], ds[2], ds[3], es[0], es[1], es[2], es[3], g[1], g[6], g[7],
+        e.port, e.access_info, len(code), 0,
+        g[0], code, dsb, dsl, dss, dsa, esb, esl, ess, esa, g[1], g[6], g[7],
     )  # fmt: skip
-    buf[IO_PORT.size :] = _ZERO[IO_PORT.size :]
+    buf[_IO_SIZE:] = _IO_TAIL
 
 
 def memory(buf: bytearray, sender: int, vp_index: int, p: Processor, gpa_intercept: bool) -> None:

@@ -41,12 +41,12 @@ _SEG_NAMES = (
     R.HV_X64_REGISTER_DS, R.HV_X64_REGISTER_FS, R.HV_X64_REGISTER_GS,
 )  # fmt: skip
 _XMM_NAMES = tuple(R(R.HV_X64_REGISTER_XMM0 + i) for i in range(6))
-_CTRL_NAMES = (
-    R.HV_X64_REGISTER_CR0, R.HV_X64_REGISTER_CR3, R.HV_X64_REGISTER_CR4, R.HV_X64_REGISTER_CR8,
-    R.HV_X64_REGISTER_EFER, R.HV_X64_REGISTER_DR7, R.HV_REGISTER_PENDING_INTERRUPTION,
-    R.HV_REGISTER_INTERRUPT_STATE,
-)  # fmt: skip
-_PAGE_NAMES = _XMM_NAMES + _CTRL_NAMES
+_SLOW_PAGE_NAMES = (*_XMM_NAMES, R.HV_X64_REGISTER_DR7)
+_ES, _CS, _SS, _DS, _FS, _GS = _SEG_NAMES
+_IO_PORT = Exit.IO_PORT
+_IO_SIZE = intercept.IO_PORT.size
+_IO_TAIL = bytes(HV_MESSAGE_SIZE - _IO_SIZE)
+_PAGE_END = 416  # sizeof(hv_vp_register_page)
 _DIRTY_GENERAL, _DIRTY_IP, _DIRTY_XMM, _DIRTY_SEGMENT, _DIRTY_FLAGS = (1 << i for i in range(5))
 
 # Registers the hypervisor itself answers for, not the engine.
@@ -71,42 +71,68 @@ class Vp:
             raise
         self.page = memoryview(self._page_map)
         self.page_mapped = False  # set once userspace maps it; until then nobody reads it
+        self._dr7 = 0
+        self._page_segs = -1  # the engine's segment version last written to the page
+        self._page_version = -1  # the engine's state version the page shows
+        self._page_bytes = b""
+        self._io_key: tuple[object, ...] | None = None  # the last I/O message and what made it
+        self._io_bytes = b""
+        self._page_valid = False  # version and isvalid are written (dirty is ours to clear)
+        self.sender = partition.id
         self.fill_page()
 
     # --- RUN_VP ------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Run until an intercept and leave its message in `self.message`.
-        Raises InterruptedError when a signal or kick stopped the VP."""
-        if self.page_mapped:
-            self._apply_page()
+    def run(self, out: bytearray | None = None) -> None:
+        """Run until an intercept and write its message into `out` (256 bytes),
+        or into `self.message`. Raises InterruptedError when a signal or kick
+        stopped the VP."""
+        mapped = self.page_mapped
+        if mapped:
+            dirty = _U32.unpack_from(self.page, _OFF_DIRTY)[0]
+            if dirty:
+                self._apply_page(dirty)
         p = self.processor
-        sender = self.partition.id
-        msg = self.message
         self.running = True
         try:
-            while True:
-                ex = p.run()
-                if ex is Exit.IO_PORT:
-                    intercept.io_port(msg, sender, self.index, p)
-                elif ex is Exit.MEMORY:
-                    rng = self.partition.gpa_map.find(p.exit.gpa)
-                    intercept.memory(msg, sender, self.index, p, rng is not None)
-                elif ex is Exit.HALT:
-                    kind = hv_message_type.HVMSG_X64_HALT
-                    intercept.header_only(msg, kind, sender, self.index, p, p.exit.insn_length)
-                elif ex is Exit.TRIPLE_FAULT:
-                    kind = hv_message_type.HVMSG_UNRECOVERABLE_EXCEPTION
-                    intercept.header_only(msg, kind, sender, self.index, p, 0)
-                elif ex is Exit.INVALID_STATE:
-                    intercept.invalid_vp_register(msg, sender, self.index)
-                elif ex is Exit.INTERRUPTED:
-                    raise InterruptedError("MSHV_RUN_VP interrupted")
-                break
+            ex = p.run()
         finally:
             self.running = False
-            if self.page_mapped:
+        msg = self.message if out is None else out
+        if ex is _IO_PORT:
+            # Polling and delay loops stop at the same port with the same state
+            # again and again: reuse the message when nothing it shows changed.
+            e = p.exit
+            key = (p.state_version, e.port, e.access_info, e.insn_length, e.access_type,
+                   e.insn_bytes)  # fmt: skip
+            if key == self._io_key:
+                msg[:_IO_SIZE] = self._io_bytes
+                msg[_IO_SIZE:] = _IO_TAIL
+            else:
+                intercept.io_port(msg, self.sender, self.index, p)
+                self._io_key = key
+                self._io_bytes = bytes(msg[:_IO_SIZE])
+            if mapped:
+                self.fill_page(full=False)
+            return
+        if ex is Exit.INTERRUPTED:
+            if mapped:
                 self.fill_page()
+            raise InterruptedError("MSHV_RUN_VP interrupted")
+        sender = self.sender
+        if ex is Exit.MEMORY:
+            rng = self.partition.gpa_map.find(p.exit.gpa)
+            intercept.memory(msg, sender, self.index, p, rng is not None)
+        elif ex is Exit.HALT:
+            kind = hv_message_type.HVMSG_X64_HALT
+            intercept.header_only(msg, kind, sender, self.index, p, p.exit.insn_length)
+        elif ex is Exit.TRIPLE_FAULT:
+            kind = hv_message_type.HVMSG_UNRECOVERABLE_EXCEPTION
+            intercept.header_only(msg, kind, sender, self.index, p, 0)
+        elif ex is Exit.INVALID_STATE:
+            intercept.invalid_vp_register(msg, sender, self.index)
+        if mapped:
+            self.fill_page()
 
     # --- registers -----------------------------------------------------------------
 
@@ -144,27 +170,40 @@ class Vp:
             self.page_mapped = True
             self.fill_page()
 
-    def fill_page(self) -> None:
-        """Write the VP's current registers into the page; isvalid=1, dirty=0."""
+    def fill_page(self, full: bool = True) -> None:
+        """Write the VP's current registers into the page; isvalid=1, dirty=0.
+
+        XMM0-5 and DR7 cost vCPU ioctls on the KVM engine; at an I/O-port
+        intercept (full=False), where no instruction involved reads them, they
+        keep the values of the last full refresh (docs/conformance.md)."""
         p = self.processor
         page = self.page
+        version = p.state_version
+        if not full and version == self._page_version:
+            page[_OFF_GP:_PAGE_END] = self._page_bytes  # also undoes stray writes
+            return
         _PAGE_GP.pack_into(page, _OFF_GP, *p.gprs())
-        segs: list[int] = []
-        for name in _SEG_NAMES:
-            segs.extend(p.segment(name))
-        _PAGE_SEGS.pack_into(page, _OFF_SEGS, *segs)
-        values = p.get_registers(_PAGE_NAMES)
-        page[_PAGE_XMM : _PAGE_XMM + 96] = b"".join(values[:6])
-        ctrl = [_U64.unpack_from(v)[0] for v in values[6:]]
-        _PAGE_CTRL.pack_into(page, _OFF_CTRL, *ctrl, 0)
-        _PAGE_HEAD.pack_into(page, 0, HV_VP_REGISTER_PAGE_VERSION_1, 1, 0)
+        s = p.segment
+        cs = s(_CS)  # brings the engine's segment cache up to date
+        if p.seg_version != self._page_segs or not self._page_valid:
+            _PAGE_SEGS.pack_into(page, _OFF_SEGS, *s(_ES), *cs, *s(_SS), *s(_DS), *s(_FS), *s(_GS))
+            self._page_segs = p.seg_version
+        ctrl = p.control()
+        if full:
+            values = p.get_registers(_SLOW_PAGE_NAMES)
+            page[_PAGE_XMM : _PAGE_XMM + 96] = b"".join(values[:6])
+            self._dr7 = _U64.unpack_from(values[6])[0]
+        cr0, cr3, cr4, cr8, efer, pending, istate = ctrl
+        _PAGE_CTRL.pack_into(page, _OFF_CTRL, cr0, cr3, cr4, cr8, efer, self._dr7, pending, istate, 0)
+        if not self._page_valid:
+            _PAGE_HEAD.pack_into(page, 0, HV_VP_REGISTER_PAGE_VERSION_1, 1, 0)
+            self._page_valid = True
+        self._page_version = version
+        self._page_bytes = bytes(page[_OFF_GP:_PAGE_END])
 
-    def _apply_page(self) -> None:
+    def _apply_page(self, dirty: int) -> None:
         """Registers userspace wrote into the page, by dirty class."""
         page = self.page
-        dirty = _U32.unpack_from(page, _OFF_DIRTY)[0]
-        if not dirty:
-            return
         if dirty == _DIRTY_IP:
             self.processor.set_rip(_U64.unpack_from(page, _OFF_RIP)[0])
         else:

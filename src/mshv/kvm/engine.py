@@ -11,7 +11,7 @@ import threading
 from mshv.hv.errors import EngineError
 from mshv.kvm import abi as k
 from mshv.kvm.locate import Host
-from mshv.kvm.memory import GuestMemory
+from mshv.kvm.memory import GuestMemory, alias_shared, unmap_alias
 from mshv.kvm.processor import KvmProcessor
 from mshv.kvm.system import Kvm, VmFd, system
 
@@ -46,7 +46,7 @@ class KvmMachine:
             raise
         self.memory = GuestMemory()
         self._slots: set[int] = set()
-        self._slot_gpa: dict[int, int] = {}
+        self._slot_info: dict[int, tuple[int, int, int | None]] = {}  # gpa, size, alias
         self._lock = threading.Lock()
 
     def map_memory(self, gpa: int, size: int, uaddr: int, writable: bool) -> int:
@@ -54,18 +54,29 @@ class KvmMachine:
             slot = next((s for s in range(MAX_SLOTS) if s not in self._slots), None)
             if slot is None:
                 raise EngineError("no KVM memory slot left")
+            # Our own view of shared memory stands for the pinned pages (memory.py).
+            alias = alias_shared(uaddr, size)
+            addr = uaddr if alias is None else alias
             flags = 0 if writable else k.KVM_MEM_READONLY
-            self.vm.set_user_memory_region(slot, gpa, size, uaddr, flags)
+            try:
+                self.vm.set_user_memory_region(slot, gpa, size, addr, flags)
+            except BaseException:
+                if alias is not None:
+                    unmap_alias(alias, size)
+                raise
             self._slots.add(slot)
-            self._slot_gpa[slot] = gpa
-            self.memory.add(gpa, size, uaddr, writable)
+            self._slot_info[slot] = (gpa, size, alias)
+            self.memory.add(gpa, size, addr, writable, direct=alias is not None)
             return slot
 
     def unmap_memory(self, handle: int) -> None:
         with self._lock:
-            self.vm.set_user_memory_region(handle, self._slot_gpa[handle], 0, 0)
+            gpa, size, alias = self._slot_info.pop(handle)
+            self.vm.set_user_memory_region(handle, gpa, 0, 0)
             self._slots.discard(handle)
-            self.memory.remove(self._slot_gpa.pop(handle))
+            self.memory.remove(gpa)
+            if alias is not None:
+                unmap_alias(alias, size)
 
     def create_processor(self, index: int) -> KvmProcessor:
         vcpu = self.vm.create_vcpu(index)
@@ -97,6 +108,11 @@ class KvmMachine:
 
     def close(self) -> None:
         self.vm.close()
+        for gpa, size, alias in self._slot_info.values():
+            self.memory.remove(gpa)
+            if alias is not None:
+                unmap_alias(alias, size)
+        self._slot_info.clear()
 
 
 class KvmEngine:

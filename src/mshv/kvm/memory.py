@@ -1,13 +1,19 @@
 """Guest-physical memory as the engine sees it: slots of process memory, safe
 reads, and the guest page-table walk used to fetch instruction bytes.
 
-Reads go through /proc/self/mem: a slot's process memory may have been
-unmapped behind our back, and a read of it must fail, not crash the process.
+The real driver pins the pages it maps, so a guest keeps its memory even if
+the VMM unmaps its view of it. The engine gets the same from shared memory
+(Python's mmap.mmap(-1, n), memfd, shm): it maps a second view of the same
+pages (mremap with old size 0) that KVM and the engine use, so the VMM's
+munmap changes nothing, and the engine reads guest memory directly. Private
+memory cannot be aliased: KVM uses the VMM's own view and the engine reads it
+through /proc/self/mem, where a vanished page is an error, not a crash.
 """
 
 from __future__ import annotations
 
 import bisect
+import ctypes
 import os
 import struct
 import threading
@@ -22,6 +28,30 @@ CR4_PSE = 1 << 4
 CR4_PAE = 1 << 5
 CR4_LA57 = 1 << 12
 EFER_LMA = 1 << 10
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_mremap = _libc.mremap
+_mremap.restype = ctypes.c_void_p
+_mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int]
+_munmap = _libc.munmap
+_munmap.restype = ctypes.c_int
+_munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+MREMAP_MAYMOVE = 1
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def alias_shared(uaddr: int, size: int) -> int | None:
+    """A second mapping of the same pages if [uaddr, uaddr+size) is one shared
+    mapping, else None."""
+    addr = _mremap(uaddr, 0, size, MREMAP_MAYMOVE)
+    if addr is None or addr == _MAP_FAILED:
+        return None
+    return int(addr)
+
+
+def unmap_alias(addr: int, size: int) -> None:
+    _munmap(addr, size)
+
 
 _proc_mem_lock = threading.Lock()
 _proc_mem: tuple[int, int] | None = None  # (pid, fd)
@@ -45,25 +75,38 @@ def read_process(addr: int, size: int) -> bytes | None:
     return data if len(data) == size else None
 
 
+Slot = tuple[int, int, int, bool, "memoryview | None"]  # gpa, end, addr, writable, view
+_NO_SLOT: Slot = (0, 0, 0, False, None)
+
+
 class GuestMemory:
-    """The guest-physical map of one machine: sorted, non-overlapping slots."""
+    """The guest-physical map of one machine: sorted, non-overlapping slots.
+    A slot with a view (an alias the engine owns) is read directly."""
 
     def __init__(self) -> None:
         self._starts: list[int] = []
-        self._slots: list[tuple[int, int, int, bool]] = []  # (gpa, end, uaddr, writable)
+        self._slots: list[Slot] = []
         self._fd = _mem_fd()
+        self._last: Slot = _NO_SLOT  # the slot read last
 
-    def add(self, gpa: int, size: int, uaddr: int, writable: bool) -> None:
+    def add(self, gpa: int, size: int, addr: int, writable: bool, direct: bool) -> None:
+        view = None
+        if direct:
+            view = memoryview((ctypes.c_char * size).from_address(addr)).cast("B")
         i = bisect.bisect(self._starts, gpa)
         self._starts.insert(i, gpa)
-        self._slots.insert(i, (gpa, gpa + size, uaddr, writable))
+        self._slots.insert(i, (gpa, gpa + size, addr, writable, view))
 
     def remove(self, gpa: int) -> None:
+        self._last = _NO_SLOT
         i = self._starts.index(gpa)
+        view = self._slots[i][4]
         del self._starts[i]
         del self._slots[i]
+        if view is not None:
+            view.release()
 
-    def lookup(self, gpa: int) -> tuple[int, int, int, bool] | None:
+    def lookup(self, gpa: int) -> Slot | None:
         """The slot holding gpa, or None for an unmapped address."""
         i = bisect.bisect(self._starts, gpa) - 1
         if i >= 0:
@@ -74,12 +117,31 @@ class GuestMemory:
 
     def read(self, gpa: int, size: int) -> bytes | None:
         """Bytes at [gpa, gpa+size), or None if any of it is not RAM."""
+        last = self._last
+        if last[0] <= gpa and gpa + size <= last[1]:
+            view = last[4]
+            if view is not None:
+                off = gpa - last[0]
+                return bytes(view[off : off + size])
+            try:
+                data = os.pread(self._fd, size, last[2] + gpa - last[0])
+            except OSError:
+                return None
+            return data if len(data) == size else None
         out = b""
         while size > 0:
             slot = self.lookup(gpa)
             if slot is None:
                 return None
             n = min(size, slot[1] - gpa)
+            self._last = slot
+            view = slot[4]
+            if view is not None:
+                off = gpa - slot[0]
+                out += view[off : off + n]
+                gpa += n
+                size -= n
+                continue
             try:
                 chunk = os.pread(self._fd, n, slot[2] + gpa - slot[0])
             except OSError:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
+from mshv._libc import ioctl_int
 from mshv.abi.tlfs import (
     HV_INTERCEPT_ACCESS_EXECUTE,
     HV_INTERCEPT_ACCESS_READ,
     HV_INTERCEPT_ACCESS_WRITE,
 )
+from mshv.abi.tlfs import hv_register_name as R
 from mshv.hv.engine import Exit, ExitInfo
 from mshv.hv.errors import EngineError
 from mshv.kvm import abi as k
@@ -32,28 +34,40 @@ from mshv.kvm.locate import (
     locate_pio,
     pre_state,
 )
-from mshv.kvm.memory import CR0_PE, EFER_LMA, GuestMemory
+from mshv.kvm.memory import CR0_PE, CR0_PG, EFER_LMA, GuestMemory
 from mshv.kvm.regfile import RegisterFile
-from mshv.kvm.regs import TLFS_TO_KVM
+from mshv.kvm.regs import TLFS_TO_KVM, pending_to_hv, segment_to_hv
 from mshv.kvm.vcpu import VcpuFd
 
+_KVM_RUN = k.KVM_RUN
+_KVM_EXIT_IO = k.KVM_EXIT_IO
+_DIRTY_REGS = k.RUN_DIRTY_REGS
+_EXIT_UNION = k.RUN_EXIT_UNION
+_SYNC_REGS = k.KVM_SYNC_X86_REGS
+_EXIT_IO_PORT = Exit.IO_PORT
+_EXIT_REASON = k.RUN_EXIT_REASON
 _REGS = struct.Struct("<18Q")
 _IO = struct.Struct("<BBHIQ")
 _MMIO = struct.Struct("<Q8sIB")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_SEG = struct.Struct("<QIHBBBBBBBBB")  # kvm_segment up to `unusable`
 _CRS = struct.Struct("<7Q")  # cr0, cr2, cr3, cr4, cr8, efer, apic_base
+_CS_MODE = struct.Struct("<Q9xBxB")  # kvm_segment base, db, l
+_QQ = struct.Struct("<QQ")
 
 RUN_SYNC_END = k.RUN_SYNC_EVENTS + 64
 _SR = k.RUN_SYNC_SREGS
-_SEG_OFF = {"cs": 0, "ds": 24, "es": 48, "fs": 72, "gs": 96, "ss": 120, "tr": 144, "ldt": 168}
-_TLFS_SEGS = ("es", "cs", "ss", "ds", "fs", "gs")  # hv_vp_register_page order
+_BASES = struct.Struct("<Q16xQ16xQ16xQ16xQ16xQ")  # cs, ds, es, fs, gs, ss bases
+_SEG_BY_NAME = {
+    R.HV_X64_REGISTER_ES: 48, R.HV_X64_REGISTER_CS: 0, R.HV_X64_REGISTER_SS: 120,
+    R.HV_X64_REGISTER_DS: 24, R.HV_X64_REGISTER_FS: 72, R.HV_X64_REGISTER_GS: 96,
+    R.HV_X64_REGISTER_TR: 144, R.HV_X64_REGISTER_LDTR: 168,
+}  # fmt: skip
+_CS = R.HV_X64_REGISTER_CS
 _CRS_OFF = _SR + 224
 _RIP_OFF = k.RUN_SYNC_REGS + 16 * 8
 _EV = k.RUN_SYNC_EVENTS
-_EV_OFF_INJ = (_EV + 0, _EV + 8, _EV + 12)  # exception.injected, interrupt.injected, nmi.injected
-_EV_SHADOW = _EV + 11
+_EV_END = RUN_SYNC_END
 
 DIRTY_ALL = k.KVM_SYNC_X86_REGS | k.KVM_SYNC_X86_SREGS | k.KVM_SYNC_X86_EVENTS
 _INSN_WINDOW = 16
@@ -66,11 +80,27 @@ class KvmProcessor:
         self.exit = ExitInfo()
         self.index = index
         self._vcpu = vcpu
+        self._fd = vcpu.fd
         self._page = vcpu.page
+        self._gp: tuple[int, ...] | None = None  # this exit's GPRs in TLFS order
+        self.seg_version = 0  # bumped whenever the segment registers change
         self._mem = memory
         self._host = host
         self._dirty = 0  # kvm_dirty_regs to hand KVM on the next entry
         self._cache: dict[tuple[int, ...], Located] = {}
+        # What derives from sregs and events (segments in TLFS form, control
+        # registers, the header's execution state), recomputed only when KVM's
+        # raw bytes for them change, which is rare between exits.
+        self._sys_raw = b""
+        self._sys_current = False
+        self._segs: dict[int, tuple[int, int, int, int]] = {}
+        self._control: tuple[int, int, int, int, int, int, int] = (0, 0, 0, 0, 0, 0, 0)
+        self._state = (0, 0)  # execution state without and with RFLAGS.VM
+        self._mode_info = (0, 0, 0, 0)  # cs_base, bits (protected, no VM), pe, paging
+        self._kvm_rip: int | None = None  # RIP inside KVM when only our rewind differs
+        self._state_raw = b""
+        self._state_ver = 0
+        self._ver_current = False
         self._page[k.RUN_VALID_REGS : k.RUN_VALID_REGS + 8] = _U64.pack(DIRTY_ALL)
         # Until the first KVM_RUN the sync area is empty: fill it from the vCPU.
         p = self._page
@@ -83,16 +113,23 @@ class KvmProcessor:
 
     def run(self) -> Exit:
         page = self._page
-        if self._dirty:
-            _U64.pack_into(page, k.RUN_DIRTY_REGS, self._dirty)
+        dirty = self._dirty
+        if dirty:
+            # After a rewind that the VMM undid by advancing RIP, KVM already
+            # holds these registers: loading them again costs an entry.
+            if dirty != _SYNC_REGS or _U64.unpack_from(page, _RIP_OFF)[0] != self._kvm_rip:
+                _U64.pack_into(page, _DIRTY_REGS, dirty)
             self._dirty = 0
+        self._sys_current = self._ver_current = False
+        self._gp = None
+        self._kvm_rip = None
         try:
-            self._vcpu.run()
+            ioctl_int(self._fd, _KVM_RUN, 0)
         except InterruptedError:
             page[k.RUN_IMMEDIATE_EXIT] = 0
             return Exit.INTERRUPTED
-        reason = _U32.unpack_from(page, k.RUN_EXIT_REASON)[0]
-        if reason == k.KVM_EXIT_IO:
+        reason = _U32.unpack_from(page, _EXIT_REASON)[0]
+        if reason == _KVM_EXIT_IO:
             return self._io()
         if reason == k.KVM_EXIT_MMIO:
             return self._mmio()
@@ -113,27 +150,78 @@ class KvmProcessor:
 
     def mark_dirty(self, flags: int) -> None:
         self._dirty |= flags
+        self.invalidate()
+
+    def invalidate(self) -> None:
+        """The sync area changed outside the run path: drop derived caches."""
+        self._gp = None
+        self._sys_current = self._ver_current = False
+        self._kvm_rip = None
+
+    @property
+    def state_version(self) -> int:
+        """Changes whenever registers an intercept message or the register page
+        shows may have changed (KVM's sync-area bytes differ)."""
+        if not self._ver_current:
+            raw = bytes(self._page[k.RUN_SYNC_REGS : _EV_END])
+            if raw != self._state_raw:
+                self._state_raw = raw
+                self._state_ver += 1
+            self._ver_current = True
+        return self._state_ver
+
+    def _system(self) -> None:
+        """Bring what derives from sregs and events up to date for this exit."""
+        if self._sys_current:
+            return
+        page = self._page
+        raw = bytes(page[_SR:_EV_END])
+        if raw != self._sys_raw:
+            self._sys_raw = raw
+            self._segs = {n: segment_to_hv(raw, off) for n, off in _SEG_BY_NAME.items()}
+            self.seg_version += 1
+            cr0, _, cr3, cr4, cr8, efer, _ = _CRS.unpack_from(raw, 224)
+            ev = k.kvm_vcpu_events.from_buffer_copy(raw, _EV - _SR)
+            pending = pending_to_hv(ev)
+            shadow = 1 if ev.interrupt_shadow else 0
+            self._control = (cr0, cr3, cr4, cr8, efer, pending,
+                             shadow | (2 if ev.nmi_masked else 0))  # fmt: skip
+            cs_base, _, _, attr = self._segs[_CS]
+            pe = cr0 & 1
+            base_state = pe << 2 | ((cr0 >> 18) & 1) << 3 | ((efer >> 10) & 1) << 4
+            if pending & 1:
+                base_state |= 1 << 6
+            if shadow:
+                base_state |= 1 << 12
+            cpl = (attr >> 5) & 3 if pe else 0
+            self._state = (base_state | cpl, base_state | (3 if pe else 0))
+            if not pe:
+                bits = 16
+            elif attr & (1 << 13) and efer & EFER_LMA:
+                bits = 64
+            else:
+                bits = 32 if attr & (1 << 14) else 16
+            self._mode_info = (cs_base, bits, pe, cr0 & CR0_PG)
+        self._sys_current = True
 
     def _mode(self) -> tuple[int, int, int]:
         """(bitness, cs_base, rip_linear) from the sync area."""
-        page = self._page
-        cs = _SEG.unpack_from(page, _SR)
-        cr0 = _U64.unpack_from(page, _CRS_OFF)[0]
-        rip = _U64.unpack_from(page, _RIP_OFF)[0]
-        if not cr0 & CR0_PE or _U64.unpack_from(page, _RIP_OFF + 8)[0] & (1 << 17):
-            return 16, cs[0], (cs[0] + (rip & 0xFFFF)) & 0xFFFF_FFFF
-        efer = _U64.unpack_from(page, _CRS_OFF + 40)[0]
-        if efer & EFER_LMA and cs[8]:
-            return 64, cs[0], rip
-        bits = 32 if cs[6] else 16
-        return bits, cs[0], (cs[0] + rip) & 0xFFFF_FFFF
+        self._system()
+        cs_base, bits, pe, _ = self._mode_info
+        rip, rflags = _QQ.unpack_from(self._page, _RIP_OFF)
+        if bits == 64:
+            return 64, cs_base, rip
+        if not pe or rflags & (1 << 17):
+            return 16, cs_base, (cs_base + (rip & 0xFFFF)) & 0xFFFF_FFFF
+        return bits, cs_base, (cs_base + rip) & 0xFFFF_FFFF
 
     def context(self) -> Context:
         page = self._page
         bits, _, rip_linear = self._mode()
         r = _REGS.unpack_from(page, k.RUN_SYNC_REGS)
         cr0, _, cr3, cr4, _, efer, _ = _CRS.unpack_from(page, _CRS_OFF)
-        bases = tuple(_U64.unpack_from(page, _SR + _SEG_OFF[s])[0] for s in _TLFS_SEGS)
+        cs, ds, es, fs, gs, ss = _BASES.unpack_from(page, _SR)
+        bases = (es, cs, ss, ds, fs, gs)
         return Context(bits, rip_linear, [r[i] for i in TLFS_TO_KVM], r[17], bases,
                        cr0, cr3, cr4, efer)  # fmt: skip
 
@@ -141,32 +229,60 @@ class KvmProcessor:
         cr0, _, cr3, cr4, _, efer, _ = _CRS.unpack_from(self._page, _CRS_OFF)
         return cr0, cr3, cr4, efer
 
-    def _cached(self, key: tuple[int, ...], rip_linear: int) -> tuple[Located, bytes] | None:
-        """A located instruction still valid for the bytes now in memory."""
-        loc = self._cache.get(key)
-        if loc is None:
-            return None
-        code = self._mem.read_linear(rip_linear + loc.offset, _INSN_WINDOW, *self._crs())
-        if code[: loc.length] != loc.code:
-            return None
-        return loc, code
+    def fetch(self, linear: int, size: int = _INSN_WINDOW) -> bytes:
+        """Up to `size` guest bytes at a linear address, as far as readable."""
+        self._system()
+        if not self._mode_info[3]:
+            data = self._mem.read(linear, size)
+            if data is not None:
+                return data
+        return self._mem.read_linear(linear, size, *self._crs())
 
     def _io(self) -> Exit:
-        direction, size, port, count, _ = _IO.unpack_from(self._page, k.RUN_EXIT_UNION)
-        is_write = direction == k.KVM_EXIT_IO_OUT
+        page = self._page
+        direction, size, port, count, _ = _IO.unpack_from(page, _EXIT_UNION)
         bits, _, rip_linear = self._mode()
-        key = (1, bits, rip_linear, port, size, is_write)
-        hit = self._cached(key, rip_linear)
-        if hit is None:
-            ctx = self.context()
+        key = (rip_linear, port, size, direction, bits)
+        loc = self._cache.get(key)
+        if loc is not None and loc.offset < 0 and direction and loc.simple:
+            # The hot case: an OUT the host finished, already decoded. Check the
+            # bytes are still that instruction, step RIP back onto it, report it.
+            code = self.fetch(rip_linear + loc.offset)
+            if code[: loc.length] == loc.code:
+                rip = _U64.unpack_from(page, _RIP_OFF)[0]
+                _U64.pack_into(page, _RIP_OFF, rip + loc.offset)
+                if not self._dirty:
+                    self._kvm_rip = rip  # see run()
+                self._dirty |= _SYNC_REGS
+                self._gp = None
+                self._ver_current = False
+                e = self.exit
+                e.insn_length = loc.length
+                e.insn_bytes = code
+                e.port = port
+                e.access_type = HV_INTERCEPT_ACCESS_WRITE
+                e.access_info = size
+                return _EXIT_IO_PORT
+        return self._io_slow(loc, key, direction, size, port, count, bits, rip_linear)
+
+    def _io_slow(
+        self, loc: Located | None, key: tuple[int, ...], direction: int, size: int, port: int,
+        count: int, bits: int, rip_linear: int,
+    ) -> Exit:  # fmt: skip
+        is_write = direction == k.KVM_EXIT_IO_OUT
+        code = b""
+        if loc is not None:
+            # Revalidate against memory: the guest may have rewritten its code.
+            code = self.fetch(rip_linear + loc.offset)
+            if code[: loc.length] != loc.code:
+                loc = None
+        if loc is None:
             try:
-                loc = locate_pio(self._mem, ctx, self._host, port, size, is_write, count)
+                loc = locate_pio(self._mem, self.context(), self._host, port, size, is_write, count)
             except LocateError as err:
                 raise EngineError(f"I/O port exit: {err}") from err
             self._cache[key] = loc
-            hit = self._cached(key, rip_linear)
-            assert hit is not None
-        loc, code = hit
+            code = self.fetch(rip_linear + loc.offset)
         if not loc.simple or not is_write or loc.offset == 0:
             ctx = self.context()
             gprs = pre_state(loc, ctx, done_elements(loc, is_write, count))
@@ -181,10 +297,9 @@ class KvmProcessor:
         e.insn_length = loc.length
         e.insn_bytes = code
         e.port = port
-        e.access_size = size
-        e.is_write = is_write
-        e.string_op = loc.string_src or loc.string_dst
-        e.rep_prefix = loc.rep
+        e.access_type = HV_INTERCEPT_ACCESS_WRITE if is_write else HV_INTERCEPT_ACCESS_READ
+        string = loc.string_src or loc.string_dst
+        e.access_info = size | string << 3 | loc.rep << 4
         return Exit.IO_PORT
 
     def _mmio(self) -> Exit:
@@ -202,7 +317,7 @@ class KvmProcessor:
             self._drain(loc)
         self._restore_gprs(gprs)
         self._rewind(loc.offset)
-        code = self._mem.read_linear(ctx.rip_linear + loc.offset, _INSN_WINDOW, *self._crs())
+        code = self.fetch(ctx.rip_linear + loc.offset)
         e = self.exit
         e.insn_length = loc.length
         e.insn_bytes = code
@@ -215,7 +330,7 @@ class KvmProcessor:
     def _halt(self) -> Exit:
         # KVM has stepped over HLT; the hypervisor reports it unexecuted.
         _, _, rip_linear = self._mode()
-        code = self._mem.read_linear(rip_linear - 1, _INSN_WINDOW, *self._crs())
+        code = self.fetch(rip_linear - 1)
         if code[:1] == b"\xf4":
             self._rewind(-1)
             self.exit.insn_length = 1
@@ -240,7 +355,7 @@ class KvmProcessor:
             e.access_type = HV_INTERCEPT_ACCESS_EXECUTE
             return Exit.MEMORY
         suberror = _U32.unpack_from(self._page, k.RUN_EXIT_UNION)[0]
-        code = self._mem.read_linear(rip_linear, _INSN_WINDOW, *self._crs())
+        code = self.fetch(rip_linear)
         raise EngineError(
             f"KVM cannot execute the guest instruction at linear {rip_linear:#x} "
             f"(bytes {code.hex(' ') or 'unreadable'}): KVM_EXIT_INTERNAL_ERROR suberror "
@@ -251,12 +366,16 @@ class KvmProcessor:
 
     def _rewind(self, offset: int) -> None:
         if offset:
+            self._gp = None
+            self._ver_current = False
             page = self._page
             rip = _U64.unpack_from(page, _RIP_OFF)[0]
             _U64.pack_into(page, _RIP_OFF, (rip + offset) & 0xFFFF_FFFF_FFFF_FFFF)
             self._dirty |= k.KVM_SYNC_X86_REGS
 
     def _restore_gprs(self, gprs: list[int]) -> None:
+        self._gp = None
+        self._ver_current = False
         page = self._page
         base = k.RUN_SYNC_REGS
         for tlfs, kvm in enumerate(TLFS_TO_KVM):
@@ -283,6 +402,7 @@ class KvmProcessor:
         finally:
             page[k.RUN_IMMEDIATE_EXIT] = 0
         page[k.RUN_SYNC_REGS : RUN_SYNC_END] = saved
+        self.invalidate()
         self._dirty |= k.KVM_SYNC_X86_REGS
         if loc.writes_sregs:
             self._dirty |= k.KVM_SYNC_X86_SREGS | k.KVM_SYNC_X86_EVENTS
@@ -328,30 +448,30 @@ class KvmProcessor:
     # --- state for intercept messages --------------------------------------------
 
     def header(self) -> tuple[int, int, int, int, int, int, int, int]:
-        page = self._page
-        cs = _SEG.unpack_from(page, _SR)
-        cr0, _, _, _, cr8, efer, _ = _CRS.unpack_from(page, _CRS_OFF)
-        rip, rflags = struct.unpack_from("<QQ", page, _RIP_OFF)
-        base, limit, sel, typ, present, dpl, db, s, long, g, avl, unusable = cs
-        attr = (typ | s << 4 | dpl << 5 | (0 if unusable or not present else 0x80)
-                | avl << 12 | long << 13 | db << 14 | g << 15)  # fmt: skip
-        pe = cr0 & 1
-        cpl = (3 if rflags & (1 << 17) else dpl) if pe else 0
-        state = cpl | pe << 2 | ((cr0 >> 18) & 1) << 3 | ((efer >> 10) & 1) << 4
-        if page[_EV_OFF_INJ[0]] or page[_EV_OFF_INJ[1]] or page[_EV_OFF_INJ[2]]:
-            state |= 1 << 6
-        if page[_EV_SHADOW]:
-            state |= 1 << 12
-        return state, cr8 & 0xF, base, limit, sel, attr, rip, rflags
+        self._system()
+        base, limit, sel, attr = self._segs[_CS]
+        rip, rflags = _QQ.unpack_from(self._page, _RIP_OFF)
+        state = self._state[1] if rflags & (1 << 17) else self._state[0]
+        return state, self._control[3] & 0xF, base, limit, sel, attr, rip, rflags
+
+    def control(self) -> tuple[int, int, int, int, int, int, int]:
+        self._system()
+        return self._control
 
     def gprs(self) -> tuple[int, ...]:
-        r = _REGS.unpack_from(self._page, k.RUN_SYNC_REGS)
-        return (r[0], r[2], r[3], r[1], r[6], r[7], r[4], r[5], *r[8:18])
+        gp = self._gp
+        if gp is None:
+            r = _REGS.unpack_from(self._page, k.RUN_SYNC_REGS)
+            gp = self._gp = (r[0], r[2], r[3], r[1], r[6], r[7], r[4], r[5], *r[8:18])
+        return gp
 
     def segment(self, name: int) -> tuple[int, int, int, int]:
-        return self.registers.segment(name)
+        self._system()
+        return self._segs[name]
 
     def set_rip(self, rip: int) -> None:
+        self._gp = None
+        self._ver_current = False
         _U64.pack_into(self._page, _RIP_OFF, rip)
         self._dirty |= k.KVM_SYNC_X86_REGS
 

@@ -30,6 +30,7 @@ _DEBUG_SIZE = ctypes.sizeof(k.kvm_debugregs)
 
 class _Owner(Protocol):
     def mark_dirty(self, flags: int) -> None: ...
+    def invalidate(self) -> None: ...
 
 
 def register_label(n: int) -> str:
@@ -227,6 +228,7 @@ class RegisterFile:
             undo.append(revert)
         # Applied: keep the sync-area copy current. GPRs go in on the next entry.
         page[_SR:_SREGS_END] = sregs
+        self._owner.invalidate()
         if events is not None:
             page[_EV:_EV_END] = bytes(vcpu.get_vcpu_events())
         if regs != page[k.RUN_SYNC_REGS : _SR]:

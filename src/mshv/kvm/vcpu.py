@@ -8,6 +8,7 @@ import mmap
 import os
 from collections.abc import Iterable
 
+from mshv._libc import ioctl_int
 from mshv.kvm import abi
 
 _MSR_ENTRY = ctypes.sizeof(abi.kvm_msr_entry)
@@ -23,7 +24,7 @@ class VcpuFd:
 
     def run(self) -> None:
         """KVM_RUN; raises OSError(EINTR) when a signal or immediate_exit stops it."""
-        fcntl.ioctl(self.fd, abi.KVM_RUN, 0)
+        ioctl_int(self.fd, abi.KVM_RUN, 0)
 
     def get_regs(self) -> abi.kvm_regs:
         regs = abi.kvm_regs()

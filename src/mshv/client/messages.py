@@ -1,0 +1,242 @@
+"""Typed views of the `hv_message` that MSHV_RUN_VP returns.
+
+Each VP owns one message buffer and one view object per message type, built
+once: `Vp.run()` returns the view for the message it got, reading the buffer
+in place. A view is valid until the next run of that VP; `snapshot()` copies.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from typing import ClassVar
+
+from mshv.abi import message as m
+from mshv.abi.message import hv_message_type as T
+from mshv.abi.tlfs import HV_INTERCEPT_ACCESS_WRITE
+from mshv.client.registers import Segment
+
+_PAYLOAD = m.HV_MESSAGE_HEADER_SIZE
+_LEN_RIP = struct.Struct("<B19xQ")  # instruction length|cr8, then rip (header offsets 4, 24)
+
+
+class Message:
+    """Any hv_message: its type and raw bytes."""
+
+    payload_type: ClassVar[type[ctypes.Structure] | None] = None
+
+    def __init__(self, buf: bytearray) -> None:
+        self._buf = buf
+        self._hdr = m.hv_message_header.from_buffer(buf)
+        cls = self.payload_type
+        self._p = cls.from_buffer(buf, _PAYLOAD) if cls is not None else None
+
+    @property
+    def type(self) -> int:
+        """hv_message_type value (HVMSG_*)."""
+        return int(self._hdr.message_type)
+
+    @property
+    def type_name(self) -> str:
+        try:
+            return T(self.type).name
+        except ValueError:
+            return f"{self.type:#x}"
+
+    def snapshot(self) -> bytes:
+        """The 256 message bytes, copied."""
+        return bytes(self._buf)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.type_name}>"
+
+
+class InterceptMessage(Message):
+    """A message that starts with hv_x64_intercept_message_header."""
+
+    @property
+    def _h(self) -> m.hv_x64_intercept_message_header:
+        assert self._p is not None
+        return self._p.header  # type: ignore[no-any-return]
+
+    @property
+    def vp_index(self) -> int:
+        return int(self._h.vp_index)
+
+    @property
+    def rip(self) -> int:
+        """RIP of the intercepted instruction (not yet executed)."""
+        return int(self._h.rip)
+
+    @property
+    def rflags(self) -> int:
+        return int(self._h.rflags)
+
+    @property
+    def instruction_length(self) -> int:
+        return int(self._h.instruction_length)
+
+    @property
+    def next_rip(self) -> int:
+        """Where the VMM resumes once it has emulated the instruction."""
+        length, rip = _LEN_RIP.unpack_from(self._buf, _PAYLOAD + 4)
+        return int(rip) + (length & 0xF)
+
+    @property
+    def access_type(self) -> int:
+        """HV_INTERCEPT_ACCESS_READ (0), _WRITE (1) or _EXECUTE (2)."""
+        return int(self._h.intercept_access_type)
+
+    @property
+    def is_write(self) -> bool:
+        return self.access_type == HV_INTERCEPT_ACCESS_WRITE
+
+    @property
+    def execution_state(self) -> int:
+        return int(self._h.execution_state)
+
+    @property
+    def cr8(self) -> int:
+        return int(self._h.cr8)
+
+    @property
+    def cs(self) -> Segment:
+        s = self._h.cs_segment
+        return Segment(int(s.base), int(s.limit), int(s.selector), int(s.attributes))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} vp={self.vp_index} rip={self.rip:#x}>"
+
+
+def _bytes(arr: ctypes.Array[ctypes.c_uint8], count: int) -> bytes:
+    return bytes(arr)[: min(int(count), 16)]
+
+
+class IoPortIntercept(InterceptMessage):
+    """HVMSG_X64_IO_PORT_INTERCEPT: IN/OUT/INS/OUTS to a port."""
+
+    payload_type = m.hv_x64_io_port_intercept_message
+
+    @property
+    def port(self) -> int:
+        return int(self._p.port_number)  # type: ignore[union-attr]
+
+    @property
+    def access_size(self) -> int:
+        """1, 2 or 4 bytes."""
+        return int(self._p.access_info.access_size)  # type: ignore[union-attr]
+
+    @property
+    def string_op(self) -> bool:
+        return bool(self._p.access_info.string_op)  # type: ignore[union-attr]
+
+    @property
+    def rep_prefix(self) -> bool:
+        return bool(self._p.access_info.rep_prefix)  # type: ignore[union-attr]
+
+    @property
+    def rax(self) -> int:
+        return int(self._p.rax)  # type: ignore[union-attr]
+
+    @property
+    def rcx(self) -> int:
+        return int(self._p.rcx)  # type: ignore[union-attr]
+
+    @property
+    def rsi(self) -> int:
+        return int(self._p.rsi)  # type: ignore[union-attr]
+
+    @property
+    def rdi(self) -> int:
+        return int(self._p.rdi)  # type: ignore[union-attr]
+
+    @property
+    def ds(self) -> Segment:
+        s = self._p.ds_segment  # type: ignore[union-attr]
+        return Segment(int(s.base), int(s.limit), int(s.selector), int(s.attributes))
+
+    @property
+    def es(self) -> Segment:
+        s = self._p.es_segment  # type: ignore[union-attr]
+        return Segment(int(s.base), int(s.limit), int(s.selector), int(s.attributes))
+
+    @property
+    def instruction_bytes(self) -> bytes:
+        p = self._p
+        return _bytes(p.instruction_bytes, p.instruction_byte_count)  # type: ignore[union-attr]
+
+    def __repr__(self) -> str:
+        d = "out" if self.is_write else "in"
+        return f"<IoPortIntercept {d} port={self.port:#x} size={self.access_size} rip={self.rip:#x}>"
+
+
+class MemoryIntercept(InterceptMessage):
+    """HVMSG_UNMAPPED_GPA or HVMSG_GPA_INTERCEPT: an access to guest-physical
+    memory that is not mapped, or not with this access."""
+
+    payload_type = m.hv_x64_memory_intercept_message
+
+    @property
+    def gpa(self) -> int:
+        return int(self._p.guest_physical_address)  # type: ignore[union-attr]
+
+    @property
+    def gva(self) -> int:
+        return int(self._p.guest_virtual_address)  # type: ignore[union-attr]
+
+    @property
+    def gva_valid(self) -> bool:
+        return bool(self._p.memory_access_info.gva_valid)  # type: ignore[union-attr]
+
+    @property
+    def cache_type(self) -> int:
+        return int(self._p.cache_type)  # type: ignore[union-attr]
+
+    @property
+    def instruction_bytes(self) -> bytes:
+        p = self._p
+        return _bytes(p.instruction_bytes, p.instruction_byte_count)  # type: ignore[union-attr]
+
+    def __repr__(self) -> str:
+        acc = ("read", "write", "execute")[min(self.access_type, 2)]
+        return f"<{type(self).__name__} {acc} gpa={self.gpa:#x} rip={self.rip:#x}>"
+
+
+class UnmappedGpa(MemoryIntercept):
+    """HVMSG_UNMAPPED_GPA: no memory is mapped at the address (MMIO)."""
+
+
+class GpaIntercept(MemoryIntercept):
+    """HVMSG_GPA_INTERCEPT: the mapping does not allow this access."""
+
+
+class Halt(InterceptMessage):
+    """HVMSG_X64_HALT: HLT in a partition without a local APIC."""
+
+    payload_type = m.hv_x64_halt_message
+
+
+class UnrecoverableException(InterceptMessage):
+    """HVMSG_UNRECOVERABLE_EXCEPTION: the guest triple-faulted."""
+
+    payload_type = m.hv_x64_unrecoverable_exception_message
+
+
+class InvalidVpRegisterValue(Message):
+    """HVMSG_INVALID_VP_REGISTER_VALUE: the VP's state cannot be run."""
+
+    payload_type = m.hv_x64_invalid_vp_register_message
+
+    @property
+    def vp_index(self) -> int:
+        return int(self._p.vp_index)  # type: ignore[union-attr]
+
+
+VIEW_TYPES: dict[int, type[Message]] = {
+    T.HVMSG_X64_IO_PORT_INTERCEPT: IoPortIntercept,
+    T.HVMSG_UNMAPPED_GPA: UnmappedGpa,
+    T.HVMSG_GPA_INTERCEPT: GpaIntercept,
+    T.HVMSG_X64_HALT: Halt,
+    T.HVMSG_UNRECOVERABLE_EXCEPTION: UnrecoverableException,
+    T.HVMSG_INVALID_VP_REGISTER_VALUE: InvalidVpRegisterValue,
+}

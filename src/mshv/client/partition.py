@@ -1,0 +1,177 @@
+"""/dev/mshv, partitions and guest memory as Python objects."""
+
+from __future__ import annotations
+
+import ctypes
+import mmap as _mmap
+from dataclasses import dataclass
+
+import mshv
+from mshv.abi import ioctl as nr
+from mshv.abi.uapi import (
+    HV_MAP_GPA_EXECUTABLE,
+    HV_MAP_GPA_READABLE,
+    HV_MAP_GPA_WRITABLE,
+    HV_PARTITION_CREATION_FLAG_LAPIC_ENABLED,
+    MSHV_VERSION,
+    mshv_create_partition,
+    mshv_create_vp,
+    mshv_user_mem_region,
+)
+from mshv.client.vp import Vp
+from mshv.errors import ClosedError, from_oserror
+
+PAGE = 0x1000
+RWX = HV_MAP_GPA_READABLE | HV_MAP_GPA_WRITABLE | HV_MAP_GPA_EXECUTABLE
+RX = HV_MAP_GPA_READABLE | HV_MAP_GPA_EXECUTABLE
+
+
+class GuestMemory:
+    """Page-aligned anonymous memory to map into partitions."""
+
+    def __init__(self, size: int) -> None:
+        if size <= 0 or size % PAGE:
+            raise ValueError(f"guest memory size must be a positive multiple of {PAGE}")
+        self.size = size
+        self._map: _mmap.mmap | None = _mmap.mmap(-1, size)
+        anchor = ctypes.c_char.from_buffer(self._map)
+        self.addr = ctypes.addressof(anchor)
+        del anchor
+        self.view = memoryview(self._map)
+
+    def write(self, offset: int, data: bytes) -> None:
+        self.view[offset : offset + len(data)] = data
+
+    def read(self, offset: int, size: int) -> bytes:
+        return bytes(self.view[offset : offset + size])
+
+    def close(self) -> None:
+        if self._map is not None:
+            self.view.release()
+            self._map.close()
+            self._map = None
+
+    def __enter__(self) -> GuestMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRegion:
+    """A mapping made by `Partition.map_guest_memory`; pass it to unmap."""
+
+    gpa: int
+    size: int
+    userspace_addr: int
+    flags: int
+
+
+class Partition:
+    """A partition fd. Closing it closes the VPs created through it too; the
+    partition itself goes when its last fd does."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self.vps: dict[int, Vp] = {}
+
+    @property
+    def fd(self) -> int:
+        if self._fd < 0:
+            raise ClosedError("partition is closed")
+        return self._fd
+
+    def _ioctl(self, request: int, arg: ctypes.Structure) -> int:
+        try:
+            return mshv.ioctl(self.fd, request, arg)
+        except OSError as e:
+            raise from_oserror(e, nr.IOCTL_NAMES.get(request, hex(request))) from e
+
+    def map_guest_memory(
+        self,
+        gpa: int,
+        memory: GuestMemory | tuple[int, int],
+        flags: int = RWX,
+    ) -> MemoryRegion:
+        """MSHV_MAP_GUEST_MEMORY: `memory` (or (address, size)) at `gpa`."""
+        addr, size = (memory.addr, memory.size) if isinstance(memory, GuestMemory) else memory
+        if gpa % PAGE:
+            raise ValueError(f"gpa {gpa:#x} is not page aligned")
+        region = mshv_user_mem_region(
+            size=size, guest_pfn=gpa // PAGE, userspace_addr=addr, flags=flags
+        )
+        self._ioctl(nr.MSHV_MAP_GUEST_MEMORY, region)
+        return MemoryRegion(gpa, size, addr, flags)
+
+    def unmap_guest_memory(self, region: MemoryRegion) -> None:
+        """MSHV_UNMAP_GUEST_MEMORY."""
+        arg = mshv_user_mem_region(
+            size=region.size,
+            guest_pfn=region.gpa // PAGE,
+            userspace_addr=region.userspace_addr,
+            flags=region.flags,
+        )
+        self._ioctl(nr.MSHV_UNMAP_GUEST_MEMORY, arg)
+
+    def create_vp(self, index: int = 0) -> Vp:
+        """MSHV_CREATE_VP. The VP starts in the architectural reset state."""
+        fd = self._ioctl(nr.MSHV_CREATE_VP, mshv_create_vp(vp_index=index))
+        vp = Vp(self, fd, index)
+        self.vps[index] = vp
+        return vp
+
+    def close(self) -> None:
+        for vp in self.vps.values():
+            vp.close()
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            mshv.close(fd)
+
+    def __enter__(self) -> Partition:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Device:
+    """An open /dev/mshv whose version has been requested (MSHV_VERSION 0)."""
+
+    def __init__(self, path: str = "/dev/mshv") -> None:
+        self._fd = mshv.open(path)
+        try:
+            mshv.ioctl(self._fd, nr.MSHV_REQUEST_VERSION, ctypes.c_uint32(MSHV_VERSION))
+        except OSError as e:
+            mshv.close(self._fd)
+            raise from_oserror(e, "MSHV_REQUEST_VERSION") from e
+
+    @property
+    def fd(self) -> int:
+        if self._fd < 0:
+            raise ClosedError("/dev/mshv is closed")
+        return self._fd
+
+    def create_partition(
+        self, *, lapic: bool = False, flags: int = 0, synthetic_features: int = 0
+    ) -> Partition:
+        """MSHV_CREATE_PARTITION. `lapic` adds HV_PARTITION_CREATION_FLAG_LAPIC_ENABLED."""
+        arg = mshv_create_partition()
+        arg.flags = flags | (HV_PARTITION_CREATION_FLAG_LAPIC_ENABLED if lapic else 0)
+        arg.synthetic_processor_features.as_uint64[0] = synthetic_features
+        try:
+            fd = mshv.ioctl(self.fd, nr.MSHV_CREATE_PARTITION, arg)
+        except OSError as e:
+            raise from_oserror(e, "MSHV_CREATE_PARTITION") from e
+        return Partition(fd)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            mshv.close(fd)
+
+    def __enter__(self) -> Device:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,184 @@
+"""A virtual processor: run it, read and write its registers."""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import struct
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+import mshv
+from mshv.abi import ioctl as nr
+from mshv.abi.message import HV_MESSAGE_SIZE
+from mshv.abi.tlfs import hv_register_name as R
+from mshv.abi.uapi import (
+    HV_VP_REGISTER_PAGE_OFFSETS,
+    HV_X64_REGISTER_CLASS_IP,
+    MSHV_VP_MAX_REGISTERS,
+    MSHV_VP_MMAP_REGISTERS_OFFSET,
+    hv_vp_register_page,
+    mshv_vp_registers,
+)
+from mshv.client import registers as regs
+from mshv.client.messages import VIEW_TYPES, Message
+from mshv.errors import BusyError, ClosedError, from_oserror
+
+if TYPE_CHECKING:
+    from mshv.client.partition import Partition
+
+PAGE_SIZE = 0x1000
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_ISVALID = HV_VP_REGISTER_PAGE_OFFSETS["isvalid"]
+_DIRTY = HV_VP_REGISTER_PAGE_OFFSETS["dirty"]
+_RIP = HV_VP_REGISTER_PAGE_OFFSETS["rip"]
+_DIRTY_IP = 1 << HV_X64_REGISTER_CLASS_IP
+_RUN_VP = nr.MSHV_RUN_VP
+_ioctl = mshv.ioctl
+
+
+class Vp:
+    """A VP fd (MSHV_CREATE_VP). Close it, or use it as a context manager."""
+
+    def __init__(self, partition: Partition, fd: int, index: int) -> None:
+        self.partition = partition
+        self.index = index
+        self._fd = fd
+        self._buf = bytearray(HV_MESSAGE_SIZE)
+        self._views = {t: cls(self._buf) for t, cls in VIEW_TYPES.items()}
+        self._generic = Message(self._buf)
+        self._running = False
+        self._page = self._map_page()
+        # One preallocated RIP update: the VMM's commonest call.
+        self._rip_name = (ctypes.c_uint32 * 1)(R.HV_X64_REGISTER_RIP)
+        self._rip_value = (ctypes.c_uint64 * 2)()
+        self._rip_args = mshv_vp_registers(
+            count=1,
+            names=ctypes.addressof(self._rip_name),
+            values=ctypes.addressof(self._rip_value),
+        )
+
+    @property
+    def fd(self) -> int:
+        if self._fd < 0:
+            raise ClosedError(f"VP {self.index} is closed")
+        return self._fd
+
+    def _map_page(self) -> mmap.mmap | None:
+        """The VP register page (mmap offset 0), or None where there is none."""
+        try:
+            return mshv.mmap(self._fd, PAGE_SIZE, MSHV_VP_MMAP_REGISTERS_OFFSET)
+        except OSError:
+            return None
+
+    @property
+    def register_page(self) -> hv_vp_register_page | None:
+        """The mapped hv_vp_register_page (valid while the VP is suspended)."""
+        if self._page is None:
+            return None
+        return hv_vp_register_page.from_buffer(self._page)
+
+    def run(self) -> Message:
+        """MSHV_RUN_VP: run until the next intercept and return its message
+        (a view valid until the next run). A signal gives InterruptedError."""
+        if self._running:
+            raise BusyError(f"VP {self.index} is already running in another thread")
+        self._running = True  # best effort: the driver's VP mutex serialises anyway
+        try:
+            _ioctl(self._fd, _RUN_VP, self._buf)
+        except InterruptedError:
+            raise
+        except OSError as e:
+            if self._fd < 0:
+                raise ClosedError(f"VP {self.index} is closed") from e
+            raise from_oserror(e, "MSHV_RUN_VP") from e
+        finally:
+            self._running = False
+        return self._views.get(_U32.unpack_from(self._buf)[0], self._generic)
+
+    def get_registers(self, *names: str | int) -> dict[str, regs.Value]:
+        """MSHV_GET_VP_REGISTERS: {name: value} for the named registers."""
+        numbers = [regs.number(n) for n in names]
+        raw = self._get(numbers)
+        return {str(n): regs.decode(num, r) for n, num, r in zip(names, numbers, raw, strict=True)}
+
+    def get(self, name: str | int) -> regs.Value:
+        """One register's value."""
+        num = regs.number(name)
+        return regs.decode(num, self._get([num])[0])
+
+    def set_registers(
+        self, values: Mapping[str | int, regs.Value] | None = None, **named: regs.Value
+    ) -> None:
+        """MSHV_SET_VP_REGISTERS, all or nothing: `vp.set_registers(rip=0x1000, rax=2)`."""
+        items = [*(values or {}).items(), *named.items()]
+        numbers = [regs.number(n) for n, _ in items]
+        raw = [regs.encode(num, v) for num, (_, v) in zip(numbers, items, strict=True)]
+        for start in range(0, len(numbers), MSHV_VP_MAX_REGISTERS):
+            self._set(numbers[start : start + 128], raw[start : start + 128])
+
+    def set_rip(self, rip: int) -> None:
+        """Set RIP (the VMM completing an intercepted instruction): through the
+        register page and its dirty bit when mapped, else MSHV_SET_VP_REGISTERS."""
+        page = self._page
+        if page is not None and page[_ISVALID]:
+            _U64.pack_into(page, _RIP, rip)
+            page[_DIRTY] |= _DIRTY_IP
+            return
+        self._rip_value[0] = rip
+        try:
+            mshv.ioctl(self.fd, nr.MSHV_SET_VP_REGISTERS, self._rip_args)
+        except OSError as e:
+            raise from_oserror(e, "MSHV_SET_VP_REGISTERS") from e
+
+    def advance(self, msg: Message) -> None:
+        """Step past an intercepted instruction: RIP = its RIP + its length."""
+        self.set_rip(msg.next_rip)  # type: ignore[attr-defined]
+
+    def _get(self, numbers: Iterable[int]) -> list[bytes]:
+        nums = list(numbers)
+        out: list[bytes] = []
+        for start in range(0, len(nums), MSHV_VP_MAX_REGISTERS):
+            chunk = nums[start : start + MSHV_VP_MAX_REGISTERS]
+            names = (ctypes.c_uint32 * len(chunk))(*chunk)
+            values = (ctypes.c_uint8 * (16 * len(chunk)))()
+            args = mshv_vp_registers(
+                count=len(chunk), names=ctypes.addressof(names), values=ctypes.addressof(values)
+            )
+            try:
+                mshv.ioctl(self.fd, nr.MSHV_GET_VP_REGISTERS, args)
+            except OSError as e:
+                raise from_oserror(e, "MSHV_GET_VP_REGISTERS") from e
+            raw = bytes(values)
+            out.extend(raw[16 * i : 16 * i + 16] for i in range(len(chunk)))
+        return out
+
+    def _set(self, numbers: list[int], raw: list[bytes]) -> None:
+        names = (ctypes.c_uint32 * len(numbers))(*numbers)
+        values = ctypes.create_string_buffer(b"".join(raw), 16 * len(numbers))
+        args = mshv_vp_registers(
+            count=len(numbers), names=ctypes.addressof(names), values=ctypes.addressof(values)
+        )
+        try:
+            mshv.ioctl(self.fd, nr.MSHV_SET_VP_REGISTERS, args)
+        except OSError as e:
+            raise from_oserror(e, "MSHV_SET_VP_REGISTERS") from e
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if self._page is not None:
+            self._page.close()
+            self._page = None
+        if fd >= 0:
+            mshv.close(fd)
+
+    def __enter__(self) -> Vp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Vp {self.index} fd={self._fd}>"
+
