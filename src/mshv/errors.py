@@ -33,7 +33,7 @@ class BusyError(MshvError):
     """The VP is already being run by another thread."""
 
 
-class UnhandledIntercept(MshvError):
+class UnhandledIntercept(MshvError):  # noqa: N818 (the style guide's name)
     """The VMM received an intercept it has no handler for."""
 
     def __init__(self, message_type: int, rip: int, instruction: bytes, detail: str = "") -> None:

@@ -80,7 +80,7 @@ class InterceptMessage(Message):
     def next_rip(self) -> int:
         """Where the VMM resumes once it has emulated the instruction."""
         length, rip = _LEN_RIP.unpack_from(self._buf, _PAYLOAD + 4)
-        return int(rip) + (length & 0xF)
+        return int(rip) + (int(length) & 0xF)
 
     @property
     def access_type(self) -> int:
@@ -167,7 +167,9 @@ class IoPortIntercept(InterceptMessage):
 
     def __repr__(self) -> str:
         d = "out" if self.is_write else "in"
-        return f"<IoPortIntercept {d} port={self.port:#x} size={self.access_size} rip={self.rip:#x}>"
+        return (
+            f"<IoPortIntercept {d} port={self.port:#x} size={self.access_size} rip={self.rip:#x}>"
+        )
 
 
 class MemoryIntercept(InterceptMessage):

@@ -181,4 +181,3 @@ class Vp:
 
     def __repr__(self) -> str:
         return f"<Vp {self.index} fd={self._fd}>"
-

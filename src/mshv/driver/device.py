@@ -118,4 +118,3 @@ def open_device() -> int:
         msg = f"/dev/mshv does not exist and cannot be emulated: {e.strerror}"
         raise OSError(e.errno, msg) from e
     return table.install(DeviceFile())
-

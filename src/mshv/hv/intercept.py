@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 
 from mshv.abi.message import HV_MESSAGE_SIZE, hv_message_type
-from mshv.abi.tlfs import HV_INTERCEPT_ACCESS_READ, HV_INTERCEPT_ACCESS_WRITE, hv_cache_type
+from mshv.abi.tlfs import HV_INTERCEPT_ACCESS_READ, hv_cache_type
 from mshv.abi.tlfs import hv_register_name as R
 from mshv.hv.engine import Processor
 

@@ -194,7 +194,9 @@ class Vp:
             page[_PAGE_XMM : _PAGE_XMM + 96] = b"".join(values[:6])
             self._dr7 = _U64.unpack_from(values[6])[0]
         cr0, cr3, cr4, cr8, efer, pending, istate = ctrl
-        _PAGE_CTRL.pack_into(page, _OFF_CTRL, cr0, cr3, cr4, cr8, efer, self._dr7, pending, istate, 0)
+        _PAGE_CTRL.pack_into(
+            page, _OFF_CTRL, cr0, cr3, cr4, cr8, efer, self._dr7, pending, istate, 0
+        )
         if not self._page_valid:
             _PAGE_HEAD.pack_into(page, 0, HV_VP_REGISTER_PAGE_VERSION_1, 1, 0)
             self._page_valid = True

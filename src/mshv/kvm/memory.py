@@ -203,9 +203,7 @@ class GuestMemory:
             return None
         return (e & 0xFFFF_F000) | (linear & 0xFFF)
 
-    def read_linear(
-        self, linear: int, size: int, cr0: int, cr3: int, cr4: int, efer: int
-    ) -> bytes:
+    def read_linear(self, linear: int, size: int, cr0: int, cr3: int, cr4: int, efer: int) -> bytes:
         """As many of the `size` bytes at a linear address as are readable
         (stops at the first page that does not translate to RAM)."""
         out = b""

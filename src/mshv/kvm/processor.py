@@ -34,7 +34,7 @@ from mshv.kvm.locate import (
     locate_pio,
     pre_state,
 )
-from mshv.kvm.memory import CR0_PE, CR0_PG, EFER_LMA, GuestMemory
+from mshv.kvm.memory import CR0_PG, EFER_LMA, GuestMemory
 from mshv.kvm.regfile import RegisterFile
 from mshv.kvm.regs import TLFS_TO_KVM, pending_to_hv, segment_to_hv
 from mshv.kvm.vcpu import VcpuFd
@@ -483,4 +483,3 @@ class KvmProcessor:
 
     def close(self) -> None:
         self._vcpu.close()
-

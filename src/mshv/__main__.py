@@ -1,0 +1,5 @@
+"""`python -m mshv`: the mshv command."""
+
+from mshv.cli import entry
+
+entry()

@@ -1,0 +1,81 @@
+"""The VP loop: run, dispatch each intercept to the device or a stop (hot path).
+
+Port I/O goes to the PIO bus; HLT and a triple fault stop the loop; every
+other intercept stops it with UnhandledIntercept naming the message, the RIP
+and the instruction bytes. Nothing is dropped silently: the statistics count
+every intercept, and the bus counts unclaimed ports.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from mshv.abi.message import hv_message_type as T
+from mshv.client.messages import InterceptMessage, IoPortIntercept, Message
+from mshv.client.vp import Vp
+from mshv.errors import UnhandledIntercept
+from mshv.vmm.bus import Bus
+
+_IO = int(T.HVMSG_X64_IO_PORT_INTERCEPT)
+_STOPS = frozenset({int(T.HVMSG_X64_HALT), int(T.HVMSG_UNRECOVERABLE_EXCEPTION)})
+_MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFF_FFFF}
+
+
+@dataclass
+class Statistics:
+    """What the loop saw, by message type (hv_message_type values)."""
+
+    intercepts: Counter[int] = field(default_factory=Counter)
+
+    def total(self) -> int:
+        return sum(self.intercepts.values())
+
+    def summary(self) -> str:
+        parts = []
+        for kind, n in self.intercepts.most_common():
+            try:
+                name = T(kind).name
+            except ValueError:
+                name = f"{kind:#x}"
+            parts.append(f"{name} {n}")
+        return ", ".join(parts) or "none"
+
+
+def run(vp: Vp, pio: Bus, stats: Statistics) -> Message:
+    """Run until the guest halts or triple-faults; return that message."""
+    count = stats.intercepts
+    run_vp, advance = vp.run, vp.advance
+    while True:
+        msg = run_vp()
+        kind = msg.type
+        count[kind] += 1
+        if kind == _IO:
+            assert isinstance(msg, IoPortIntercept)
+            _port_io(vp, msg, pio)
+            advance(msg)
+        elif kind in _STOPS:
+            return msg
+        else:
+            _unhandled(msg, "")
+
+
+def _port_io(vp: Vp, msg: IoPortIntercept, pio: Bus) -> None:
+    if msg.string_op:
+        _unhandled(msg, "string port I/O (INS/OUTS) is not emulated by this VMM")
+    size = msg.access_size
+    mask = _MASK[size]
+    if msg.is_write:
+        pio.write(msg.port, size, msg.rax & mask)
+        return
+    value = pio.read(msg.port, size) & mask
+    # A 32-bit IN zero-extends into RAX; narrower ones keep the upper bits.
+    rax = value if size == 4 else (msg.rax & ~mask) | value
+    vp.set_registers(rax=rax)
+
+
+def _unhandled(msg: Message, detail: str) -> None:
+    if isinstance(msg, InterceptMessage):
+        code = getattr(msg, "instruction_bytes", b"")
+        raise UnhandledIntercept(msg.type, msg.rip, code, detail)
+    raise UnhandledIntercept(msg.type, 0, b"", detail)

@@ -1,0 +1,50 @@
+"""Shared fixtures. Guest tests need /dev/kvm: without it they fail, loudly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+import mshv
+
+KVM_MISSING = (
+    "/dev/kvm is not available: the emulated /dev/mshv runs guests on KVM, so this test "
+    "cannot run here (it is a failure, not a skip)"
+)
+
+
+def require_kvm() -> None:
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        pytest.fail(KVM_MISSING, pytrace=False)
+
+
+@pytest.fixture
+def kvm() -> None:
+    require_kvm()
+
+
+@pytest.fixture
+def device(kvm: None) -> Iterator[mshv.Device]:
+    with mshv.Device() as dev:
+        yield dev
+
+
+@pytest.fixture
+def partition(device: mshv.Device) -> Iterator[mshv.Partition]:
+    with device.create_partition() as part:
+        yield part
+
+
+def real_mode_vp(part: mshv.Partition, code: bytes, *, at: int = 0x1000, size: int = 0x10000,
+                 **regs: int) -> tuple[mshv.Vp, mshv.GuestMemory]:  # fmt: skip
+    """A VP in real mode with CS=0, about to run `code` loaded at `at`."""
+    mem = mshv.GuestMemory(size)
+    mem.write(at, code)
+    part.map_guest_memory(0, mem)
+    vp = part.create_vp(0)
+    cs = vp.get("cs")
+    assert isinstance(cs, mshv.Segment)
+    vp.set_registers(cs=mshv.Segment(0, cs.limit, 0, cs.attributes), rip=at, rflags=2, **regs)
+    return vp, mem
