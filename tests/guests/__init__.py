@@ -16,3 +16,47 @@ def asm(source: str, bits: int = 16, origin: int = 0x1000) -> bytes:
     if encoding is None:
         raise ValueError("empty assembly")
     return bytes(encoding)
+
+
+# Long mode, set up by the VMM through registers (the demo guest does it itself).
+PML4, PDPT, PD = 0x8000, 0x9000, 0xA000
+CODE64 = 0x1000
+# Attributes: type, S, DPL, P, AVL, L, D/B, G (hv_x64_segment_register).
+CODE64_ATTR = 0xB | 1 << 4 | 1 << 7 | 1 << 13 | 1 << 15
+DATA_ATTR = 0x3 | 1 << 4 | 1 << 7 | 1 << 14 | 1 << 15
+
+
+def identity_page_tables(write: object, extra_pd: dict[int, int] | None = None) -> None:
+    """PML4/PDPT/PD in guest memory: the first 2 MiB identity-mapped with a
+    large page; `extra_pd` maps more 1 GiB regions: {pdpt index: 2 MiB page GPA}."""
+    import struct
+
+    put = write  # callable(offset, bytes)
+    put(PML4, struct.pack("<Q", PDPT | 3))  # type: ignore[operator]
+    put(PDPT, struct.pack("<Q", PD | 3))  # type: ignore[operator]
+    put(PD, struct.pack("<Q", 0x83))  # type: ignore[operator]
+    for i, (index, gpa) in enumerate(sorted((extra_pd or {}).items())):
+        pd = PD + 0x1000 * (i + 1)
+        put(PDPT + 8 * index, struct.pack("<Q", pd | 3))  # type: ignore[operator]
+        put(pd, struct.pack("<Q", gpa | 0x83))  # type: ignore[operator]
+
+
+def long_mode_registers(rip: int = CODE64) -> dict[str, object]:
+    """Registers for 64-bit mode at CPL 0 with the tables above; IDT empty."""
+    from mshv import Segment, Table
+
+    data = Segment(0, 0xFFFF_FFFF, 0x10, DATA_ATTR)
+    return {
+        "cr3": PML4,
+        "cr4": 1 << 5,  # PAE
+        "efer": 1 << 8 | 1 << 10,  # LME | LMA
+        "cr0": 1 << 0 | 1 << 4 | 1 << 31,  # PE | ET | PG
+        "cs": Segment(0, 0xFFFF_FFFF, 0x8, CODE64_ATTR),
+        "ds": data,
+        "es": data,
+        "ss": data,
+        "gdtr": Table(0, 0),
+        "idtr": Table(0, 0),
+        "rip": rip,
+        "rflags": 2,
+    }
