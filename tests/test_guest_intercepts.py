@@ -145,3 +145,25 @@ def test_ins_does_not_touch_memory(partition: mshv.Partition) -> None:
         )
         assert mem.read(0x3000, 4) == b"\x11\x22\x33\x44"
         assert vp.get_registers("rcx", "rdi") == {"rcx": 4, "rdi": 0x3000}
+
+
+def test_fetch_from_unmapped_memory_is_an_execute_intercept(partition: mshv.Partition) -> None:
+    """A new VP with no memory fetches from the reset vector, which is not RAM."""
+    vp = partition.create_vp(0)
+    msg = vp.run()
+    assert isinstance(msg, mshv.UnmappedGpa)
+    assert (msg.gpa, msg.rip, msg.access_type) == (0xFFFF_FFF0, 0xFFF0, 2)
+
+
+def test_no_access_mapping_intercepts_every_access(partition: mshv.Partition) -> None:
+    vp, mem = real_mode_vp(partition, asm("mov al, byte ptr [0x2000]\nhlt"), size=0x2000)
+    hole = mshv.GuestMemory(0x1000)
+    partition.map_guest_memory(0x2000, hole, flags=0)
+    with mem, hole:
+        msg = vp.run()
+        assert isinstance(msg, mshv.GpaIntercept)
+        assert (msg.gpa, msg.access_type) == (0x2000, HV_INTERCEPT_ACCESS_READ)
+        vp.set_registers(rip=0x2000)  # and executing from it
+        msg = vp.run()
+        assert isinstance(msg, mshv.GpaIntercept)
+        assert (msg.gpa, msg.access_type) == (0x2000, 2)

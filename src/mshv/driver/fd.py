@@ -42,7 +42,7 @@ class FdTable:
         self._lock = threading.Lock()
 
     def install(self, file: File) -> int:
-        fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        fd = os.eventfd(0, os.EFD_CLOEXEC)
         with self._lock:
             stale = self._files.pop(fd, None)
             self._files[fd] = file

@@ -61,7 +61,13 @@ class VpFile(File):
 
     def _run(self, arg: Any) -> int:
         vp = self.vp
-        uarg = UserArg(arg)  # validate the argument before running
+        uarg = UserArg(arg)
+        if uarg.view is not None and len(uarg.view) < HV_MESSAGE_SIZE:
+            # A buffer too short for the message is a bad pointer; refuse it before
+            # running, as the real-device path (_sys) does. A bad address, like the
+            # kernel, is only found when the message is copied out: the intercepted
+            # instruction was not executed, so the next run reports it again.
+            raise OSError(errno.EFAULT, f"message buffer of {len(uarg.view)} bytes, 256 needed")
         try:
             vp.run()
         except InterruptedError:

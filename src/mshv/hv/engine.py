@@ -128,6 +128,9 @@ class Processor(InterceptState, Protocol):
 class Machine(Protocol):
     """The engine side of a partition: guest-physical memory and processors."""
 
+    physical_address_bits: int
+    """Width of guest-physical addresses the machine can map."""
+
     def map_memory(self, gpa: int, size: int, uaddr: int, writable: bool) -> int:
         """Back [gpa, gpa+size) with process memory at uaddr; returns a handle."""
         ...

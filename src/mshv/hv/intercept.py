@@ -43,7 +43,7 @@ _IO_TAIL = _ZERO[IO_PORT.size :]
 
 
 def _tail(buf: bytearray, fmt: struct.Struct) -> None:
-    buf[fmt.size :] = _ZERO[fmt.size :]
+    buf[fmt.size : HV_MESSAGE_SIZE] = _ZERO[fmt.size :]
 
 
 def io_port(buf: bytearray, sender: int, vp_index: int, p: Processor) -> None:
@@ -63,7 +63,7 @@ def io_port(buf: bytearray, sender: int, vp_index: int, p: Processor) -> None:
         e.port, e.access_info, len(code), 0,
         g[0], code, dsb, dsl, dss, dsa, esb, esl, ess, esa, g[1], g[6], g[7],
     )  # fmt: skip
-    buf[_IO_SIZE:] = _IO_TAIL
+    buf[_IO_SIZE:HV_MESSAGE_SIZE] = _IO_TAIL
 
 
 def memory(buf: bytearray, sender: int, vp_index: int, p: Processor, gpa_intercept: bool) -> None:

@@ -34,6 +34,12 @@ class Partition:
         check_flags(flags)
         gpa = gpa_pfn * PAGE_SIZE
         size = page_count * PAGE_SIZE
+        if gpa + size > 1 << self.machine.physical_address_bits:
+            raise HvError(
+                hv_status.HV_STATUS_INVALID_PARAMETER,
+                f"GPA range {gpa:#x}+{size:#x} is beyond the partition's "
+                f"{self.machine.physical_address_bits}-bit physical address space",
+            )
         with self.lock:
             if self.gpa_map.overlaps(gpa, size):
                 # The hypercall would overwrite; the RFC driver never lets it.

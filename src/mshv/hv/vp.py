@@ -107,7 +107,7 @@ class Vp:
                    e.insn_bytes)  # fmt: skip
             if key == self._io_key:
                 msg[:_IO_SIZE] = self._io_bytes
-                msg[_IO_SIZE:] = _IO_TAIL
+                msg[_IO_SIZE:HV_MESSAGE_SIZE] = _IO_TAIL
             else:
                 intercept.io_port(msg, self.sender, self.index, p)
                 self._io_key = key

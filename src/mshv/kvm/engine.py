@@ -45,6 +45,7 @@ class KvmMachine:
             self.vm.close()
             raise
         self.memory = GuestMemory()
+        self.physical_address_bits = physical_address_bits(kvm)
         self._slots: set[int] = set()
         self._slot_info: dict[int, tuple[int, int, int | None]] = {}  # gpa, size, alias
         self._lock = threading.Lock()
@@ -113,6 +114,14 @@ class KvmMachine:
             if alias is not None:
                 unmap_alias(alias, size)
         self._slot_info.clear()
+
+
+def physical_address_bits(kvm: Kvm) -> int:
+    """MAXPHYADDR as KVM offers it (CPUID 0x80000008 EAX[7:0])."""
+    for e in kvm.supported_cpuid():
+        if e.function == 0x8000_0008:
+            return int(e.eax & 0xFF)
+    return 36
 
 
 class KvmEngine:

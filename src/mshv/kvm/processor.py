@@ -128,6 +128,8 @@ class KvmProcessor:
         except InterruptedError:
             page[k.RUN_IMMEDIATE_EXIT] = 0
             return Exit.INTERRUPTED
+        except OSError as e:
+            return self._run_failed(e)
         reason = _U32.unpack_from(page, _EXIT_REASON)[0]
         if reason == _KVM_EXIT_IO:
             return self._io()
@@ -340,20 +342,34 @@ class KvmProcessor:
             self.exit.insn_bytes = b""
         return Exit.HALT
 
-    def _internal_error(self) -> Exit:
-        # An instruction fetch from memory that is not RAM is an execute
-        # intercept on unmapped memory, not a failure of the engine.
+    def _fetch_intercept(self) -> bool:
+        """An instruction fetch from memory that is not RAM is an execute
+        intercept on unmapped memory, not a failure of the engine."""
+        self.invalidate()
         _, _, rip_linear = self._mode()
         gpa = self._mem.translate(rip_linear, *self._crs())
-        if gpa is not None and self._mem.lookup(gpa) is None:
-            e = self.exit
-            e.insn_length = 0
-            e.insn_bytes = b""
-            e.gpa = gpa
-            e.gva = rip_linear
-            e.gva_valid = True
-            e.access_type = HV_INTERCEPT_ACCESS_EXECUTE
+        if gpa is None or self._mem.lookup(gpa) is not None:
+            return False
+        e = self.exit
+        e.insn_length = 0
+        e.insn_bytes = b""
+        e.gpa = gpa
+        e.gva = rip_linear
+        e.gva_valid = True
+        e.access_type = HV_INTERCEPT_ACCESS_EXECUTE
+        return True
+
+    def _run_failed(self, err: OSError) -> Exit:
+        # Some hosts fail KVM_RUN outright (ENOSPC, EFAULT) for a fetch KVM
+        # cannot serve; anything else is the engine failing.
+        if self._fetch_intercept():
             return Exit.MEMORY
+        raise EngineError(f"KVM_RUN failed: {err.strerror} (errno {err.errno})") from err
+
+    def _internal_error(self) -> Exit:
+        if self._fetch_intercept():
+            return Exit.MEMORY
+        _, _, rip_linear = self._mode()
         suberror = _U32.unpack_from(self._page, k.RUN_EXIT_UNION)[0]
         code = self.fetch(rip_linear)
         raise EngineError(
