@@ -227,3 +227,49 @@ class hv_x64_unsupported_feature_code(enum.IntEnum):
 
     HV_X64_UNSUPPORTED_FEATURE_INTERCEPT = 1
     HV_X64_UNSUPPORTED_FEATURE_TASK_SWITCH_TSS = 2
+
+
+# --- later-ABI property codes the peers use (not in the RFC's enum) ------------------------
+
+HV_PARTITION_PROPERTY_REFERENCE_TIME = 0x00030005
+"""Partition reference time, 100 ns units (upstream ABI; Cloud Hypervisor saves it)."""
+HV_PARTITION_PROPERTY_UNIMPLEMENTED_MSR_ACTION = 0x00050017
+"""What an access to an MSR the hypervisor does not implement does (upstream ABI)."""
+HV_UNIMPLEMENTED_MSR_ACTION_FAULT = 0
+"""#GP, the default."""
+HV_UNIMPLEMENTED_MSR_ACTION_IGNORE_WRITE_READ_ZERO = 1
+"""Writes are dropped, reads return 0."""
+
+# --- synthetic MSRs (TLFS) -----------------------------------------------------------------
+
+HV_X64_MSR_GUEST_OS_ID = 0x40000000
+HV_X64_MSR_HYPERCALL = 0x40000001
+HV_X64_MSR_VP_INDEX = 0x40000002
+HV_X64_MSR_RESET = 0x40000003
+HV_X64_MSR_VP_RUNTIME = 0x40000010
+HV_X64_MSR_TIME_REF_COUNT = 0x40000020
+HV_X64_MSR_REFERENCE_TSC = 0x40000021
+HV_X64_MSR_TSC_FREQUENCY = 0x40000022
+HV_X64_MSR_APIC_FREQUENCY = 0x40000023
+HV_X64_MSR_EOI = 0x40000070
+HV_X64_MSR_ICR = 0x40000071
+HV_X64_MSR_TPR = 0x40000072
+HV_X64_MSR_VP_ASSIST_PAGE = 0x40000073
+
+# --- hypervisor CPUID leaves (TLFS) --------------------------------------------------------
+
+HV_CPUID_VENDOR_AND_MAX_FUNCTIONS = 0x40000000
+HV_CPUID_INTERFACE = 0x40000001
+HV_CPUID_VERSION = 0x40000002
+HV_CPUID_FEATURES = 0x40000003
+HV_CPUID_ENLIGHTENMENT_INFO = 0x40000004
+HV_CPUID_IMPLEMENTATION_LIMITS = 0x40000005
+HV_CPUID_HARDWARE_FEATURES = 0x40000006
+HV_CPUID_SIGNATURE_HV1 = 0x31237648  # "Hv#1"
+HV_CPUID_FEATURES_EDX_FREQUENCY_MSRS = 1 << 8
+
+# --- hypercalls (TLFS call codes the emulation answers) -------------------------------------
+
+HVCALL_NOTIFY_LONG_SPIN_WAIT = 0x0008
+HVCALL_GET_PARTITION_ID = 0x0046
+HV_HYPERCALL_FAST_BIT = 1 << 16

@@ -13,18 +13,23 @@ from mshv.abi import ioctl as nr
 from mshv.abi.uapi import (
     MSHV_MAX_MEM_REGIONS,
     MSHV_MAX_VPS,
+    mshv_assert_interrupt,
     mshv_create_vp,
+    mshv_install_intercept,
+    mshv_partition_property,
     mshv_user_mem_region,
 )
 from mshv.driver.fd import File, errno_error, table
 from mshv.driver.usercopy import UserArg, access_ok, writable_mapping
 from mshv.driver.vp import VpFile
+from mshv.hv import properties
 from mshv.hv.errors import EngineError, HvError
 from mshv.hv.hypervisor import hypervisor
 from mshv.hv.partition import Partition
 
 PAGE = 0x1000
 _REGION_SIZE = ctypes.sizeof(mshv_user_mem_region)
+_PROPERTY_SIZE = ctypes.sizeof(mshv_partition_property)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,10 @@ class PartitionFile(File):
             nr.MSHV_MAP_GUEST_MEMORY: self._map,
             nr.MSHV_UNMAP_GUEST_MEMORY: self._unmap,
             nr.MSHV_CREATE_VP: self._create_vp,
+            nr.MSHV_INSTALL_INTERCEPT: self._install_intercept,
+            nr.MSHV_ASSERT_INTERRUPT: self._assert_interrupt,
+            nr.MSHV_SET_PARTITION_PROPERTY: self._set_property,
+            nr.MSHV_GET_PARTITION_PROPERTY: self._get_property,
         }
 
     def ioctl(self, request: int, arg: Any) -> int:
@@ -137,6 +146,33 @@ class PartitionFile(File):
         except BaseException:
             self.ref.put()
             raise
+
+    def _install_intercept(self, arg: UserArg) -> int:
+        a = mshv_install_intercept.from_buffer_copy(arg.read(ctypes.sizeof(mshv_install_intercept)))
+        self.ref.part.intercepts.install(
+            int(a.intercept_type), int(a.access_type_mask), int(a.intercept_parameter.as_uint64)
+        )
+        return 0
+
+    def _assert_interrupt(self, arg: UserArg) -> int:
+        a = mshv_assert_interrupt.from_buffer_copy(arg.read(ctypes.sizeof(mshv_assert_interrupt)))
+        control = int(a.control.as_uint64)
+        self.ref.part.interrupts.assert_interrupt(
+            control & 0xFFFF_FFFF, int(a.dest_addr), int(a.vector),
+            level=bool(control >> 32 & 1), logical=bool(control >> 33 & 1),
+        )  # fmt: skip
+        return 0
+
+    def _set_property(self, arg: UserArg) -> int:
+        a = mshv_partition_property.from_buffer_copy(arg.read(_PROPERTY_SIZE))
+        properties.set_(self.ref.part, int(a.property_code), int(a.property_value))
+        return 0
+
+    def _get_property(self, arg: UserArg) -> int:
+        a = mshv_partition_property.from_buffer_copy(arg.read(_PROPERTY_SIZE))
+        a.property_value = properties.get(self.ref.part, int(a.property_code))
+        arg.write(bytes(a))
+        return 0
 
     def release(self) -> None:
         if not self._released:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import struct
 import threading
@@ -9,10 +10,24 @@ from typing import TYPE_CHECKING, Any
 
 from mshv.abi import ioctl as nr
 from mshv.abi.message import HV_MESSAGE_SIZE
+from mshv.abi.status import hv_status
+from mshv.abi.tlfs import hv_get_set_vp_state_type as S
 from mshv.abi.tlfs import hv_register_name as R
-from mshv.abi.uapi import MSHV_VP_MAX_REGISTERS, MSHV_VP_MMAP_REGISTERS_OFFSET
+from mshv.abi.uapi import (
+    MSHV_VP_MAX_REGISTERS,
+    MSHV_VP_MMAP_REGISTERS_OFFSET,
+    hv_local_interrupt_controller_state,
+    mshv_vp_state,
+)
 from mshv.driver.fd import File, errno_error
-from mshv.driver.usercopy import UserArg, read_user, read_user2, write_user
+from mshv.driver.usercopy import (
+    UserArg,
+    access_ok,
+    read_user,
+    read_user2,
+    writable_mapping,
+    write_user,
+)
 from mshv.hv.errors import EngineError, HvError
 from mshv.hv.vp import PAGE_SIZE, Vp
 
@@ -23,6 +38,11 @@ _VP_REGISTERS = struct.Struct("<i4xQQ")  # RFC mshv_vp_registers: count, names, 
 _SUSPEND = frozenset({R.HV_REGISTER_EXPLICIT_SUSPEND, R.HV_REGISTER_INTERCEPT_SUSPEND})
 _RIP = int(R.HV_X64_REGISTER_RIP)
 _RUN_VP = nr.MSHV_RUN_VP
+_XSAVE = S.HV_GET_SET_VP_STATE_XSAVE
+_LAPIC = S.HV_GET_SET_VP_STATE_LOCAL_INTERRUPT_CONTROLLER_STATE
+LAPIC_STATE_SIZE = ctypes.sizeof(hv_local_interrupt_controller_state)
+# The PFN list must fit the hypercall input page after its 40-byte header.
+MAX_STATE_PAGES = (4096 - 40) // 8
 
 
 class VpFile(File):
@@ -37,6 +57,8 @@ class VpFile(File):
             nr.MSHV_RUN_VP: self._run,
             nr.MSHV_GET_VP_REGISTERS: self._get_registers,
             nr.MSHV_SET_VP_REGISTERS: self._set_registers,
+            nr.MSHV_GET_VP_STATE: self._get_state,
+            nr.MSHV_SET_VP_STATE: self._set_state,
         }
 
     def ioctl(self, request: int, arg: Any) -> int:
@@ -104,6 +126,43 @@ class VpFile(File):
             self.vp.set_registers(names, (raw_values,))
         else:
             self.vp.set_registers(names, [raw_values[16 * i : 16 * i + 16] for i in range(count)])
+        return 0
+
+    def _state_args(self, arg: Any) -> tuple[int, int, int, int, int]:
+        """(type, xsave flags, xsave states, buf, buf_size), checked as the
+        RFC driver does."""
+        s = mshv_vp_state.from_buffer_copy(UserArg(arg).read(ctypes.sizeof(mshv_vp_state)))
+        kind, size, buf = int(s.type), int(s.buf_size), int(s.buf.bytes)
+        if kind == _XSAVE:
+            # The hypervisor reads and writes the pinned pages of the buffer.
+            if size % PAGE_SIZE or buf % PAGE_SIZE:
+                raise OSError(errno.EINVAL, "XSAVE buffer and size must be page aligned")
+            if not access_ok(buf, size):
+                raise OSError(errno.EFAULT, "XSAVE buffer is not user memory")
+            if size and not writable_mapping(buf, size):
+                raise OSError(errno.EFAULT, "XSAVE buffer must be mapped writable to be pinned")
+            if size // PAGE_SIZE > MAX_STATE_PAGES:
+                raise OSError(errno.EINVAL, f"XSAVE buffer of more than {MAX_STATE_PAGES} pages")
+        elif kind == _LAPIC:
+            if size < LAPIC_STATE_SIZE:
+                raise OSError(errno.EINVAL, f"LAPIC state needs {LAPIC_STATE_SIZE} bytes")
+        else:
+            raise OSError(errno.EINVAL, f"VP state type {kind:#x} is not supported")
+        return kind, int(s.xsave.flags), int(s.xsave.states), buf, size
+
+    def _get_state(self, arg: Any) -> int:
+        kind, flags, states, buf, size = self._state_args(arg)
+        data = self.vp.get_state(kind, flags, states)
+        if len(data) > size:
+            raise HvError(hv_status.HV_STATUS_INVALID_PARAMETER,
+                          f"the state is {len(data)} bytes, the buffer {size}")  # fmt: skip
+        write_user(buf, data, "VP state buffer")
+        return 0
+
+    def _set_state(self, arg: Any) -> int:
+        kind, flags, states, buf, size = self._state_args(arg)
+        data = read_user(buf, LAPIC_STATE_SIZE if kind == _LAPIC else size, "VP state buffer")
+        self.vp.set_state(kind, flags, states, data)
         return 0
 
     def mmap_fd(self, length: int, offset: int) -> int:

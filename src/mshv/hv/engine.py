@@ -11,7 +11,12 @@ instruction it cannot finish on its own:
   bytes (the KVM engine has to undo KVM's own completion work to give this);
 * HLT (in a machine without a local APIC) and a triple fault stop the processor
   at the instruction that caused them;
-* a signal or `kick()` stops it between instructions (`Exit.INTERRUPTED`).
+* a signal or `kick()` stops it between instructions (`Exit.INTERRUPTED`);
+* an RDMSR/WRMSR the engine does not implement stops it with the access
+  pending: the hypervisor either completes it (`complete_msr`) and runs on,
+  or turns it into an intercept (`cancel`: the instruction stays unexecuted);
+* with a local APIC: the end of a level-triggered interrupt (its EOI) and,
+  when asked for, the moment an external interrupt can be injected.
 
 Registers cross the seam as TLFS register names with 16-byte
 `hv_register_value` images, so an engine never sees hypervisor concepts beyond
@@ -34,6 +39,9 @@ class Exit(enum.IntEnum):
     TRIPLE_FAULT = 4
     INTERRUPTED = 5
     INVALID_STATE = 6
+    MSR = 7
+    INTERRUPT_WINDOW = 8
+    APIC_EOI = 9
 
 
 class ExitInfo:
@@ -43,11 +51,14 @@ class ExitInfo:
     __slots__ = (
         "access_info",
         "access_type",
+        "eoi_vector",
         "gpa",
         "gva",
         "gva_valid",
         "insn_bytes",
         "insn_length",
+        "msr_index",
+        "msr_value",
         "port",
     )
 
@@ -62,6 +73,11 @@ class ExitInfo:
         self.gpa = 0
         self.gva = 0
         self.gva_valid = False
+        # MSR exits (access_type READ or WRITE; msr_value is the value written)
+        self.msr_index = 0
+        self.msr_value = 0
+        # APIC EOI exits
+        self.eoi_vector = 0
 
 
 class InterceptState(Protocol):
@@ -122,6 +138,62 @@ class Processor(InterceptState, Protocol):
         """Fast path for the VMM completing an intercept."""
         ...
 
+    def complete_msr(self, value: int | None) -> None:
+        """Finish the pending MSR access: a read returns `value`, a write is
+        accepted; None raises #GP in the guest instead."""
+        ...
+
+    def cancel(self) -> None:
+        """Leave the pending instruction (MSR access) unexecuted, as an intercept."""
+        ...
+
+    def msr_passthrough(self, index: int, is_write: bool, value: int) -> int | None:
+        """Do a pending MSR access the way the engine would have without any
+        intercept: the value read (or 0 for a write), None if the engine does
+        not implement that MSR."""
+        ...
+
+    def request_interrupt_window(self, enable: bool) -> None:
+        """Stop with Exit.INTERRUPT_WINDOW once an external interrupt can be taken."""
+        ...
+
+    def inject_extint(self, vector: int) -> bool:
+        """Deliver an external (PIC) interrupt; only while the processor is
+        stopped. False if one is still waiting to be taken."""
+        ...
+
+    def apic_eoi(self) -> tuple[int, bool] | None:
+        """End the highest-priority interrupt in service, as a write to the
+        local APIC's EOI register would: (vector, level-triggered) or None."""
+        ...
+
+    def instruction_gpa(self) -> int | None:
+        """Guest-physical address of the instruction at RIP."""
+        ...
+
+    def nmi_masked(self) -> bool: ...
+
+    def interrupt_controller_state(self) -> bytes:
+        """hv_local_interrupt_controller_state (176 bytes)."""
+        ...
+
+    def set_interrupt_controller_state(self, state: bytes) -> None: ...
+
+    def xsave_state(self, components: int) -> bytes:
+        """The processor's XSAVE image in compacted form (XCOMP_BV set),
+        with the components in `components` (XCR0 bits)."""
+        ...
+
+    def set_xsave_state(self, image: bytes) -> None:
+        """Load a compacted image; ValueError if it is malformed."""
+        ...
+
+    def tsc(self) -> int:
+        """The guest's time-stamp counter now."""
+        ...
+
+    def set_tsc(self, value: int) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -137,7 +209,47 @@ class Machine(Protocol):
 
     def unmap_memory(self, handle: int) -> None: ...
 
-    def create_processor(self, index: int) -> Processor: ...
+    def create_processor(
+        self, index: int, hypervisor_cpuid: dict[int, tuple[int, int, int, int]]
+    ) -> Processor:
+        """A processor whose CPUID shows `hypervisor_cpuid` (leaf -> EAX..EDX)
+        in the 0x40000000 range, and CPUID.1:ECX.hypervisor if it is not empty."""
+        ...
+
+    def signal_msi(self, address: int, data: int) -> bool:
+        """Deliver an MSI to the local APICs; whether any accepted it."""
+        ...
+
+    def watch_eoi(self, vector: int) -> None:
+        """Make the EOI of a level-triggered `vector` stop the processor
+        (Exit.APIC_EOI) on every processor."""
+        ...
+
+    def set_msr_intercepts(self, read: bool, write: bool, reads: frozenset[int]) -> None:
+        """Stop on every read and/or write of an MSR, and on reads of the MSRs
+        in `reads`, with the access pending (Exit.MSR)."""
+        ...
+
+    def tsc_hz(self) -> int: ...
+
+    def cpuid(self, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
+        """The processor's CPUID as the engine offers it (before the
+        hypervisor's own leaves)."""
+        ...
+
+    def xsave_features(self) -> int:
+        """XCR0 bits the processors support."""
+        ...
+
+    def xsave_size(self) -> int:
+        """Bytes of a compacted XSAVE image with every supported component."""
+        ...
+
+    def read_memory(self, gpa: int, size: int) -> bytes | None: ...
+
+    def write_memory(self, gpa: int, data: bytes) -> bool:
+        """The hypervisor's own stores into guest RAM; False if not RAM."""
+        ...
 
     def close(self) -> None: ...
 

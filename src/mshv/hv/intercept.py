@@ -25,12 +25,18 @@ MEMORY = struct.Struct(
 )  # cache type, byte count, access info, tpr, gva, gpa, bytes
 HEADER_ONLY = struct.Struct(_HEADER + _INTERCEPT)  # halt, unrecoverable exception
 INVALID_VP_REGISTER = struct.Struct(_HEADER + "II")
+MSR = struct.Struct(_HEADER + _INTERCEPT + "IIQQ")  # msr number, rsvd, rdx, rax
+APIC_EOI = struct.Struct(_HEADER + "II")  # vp index, vector
+DELIVERABLE = struct.Struct(_HEADER + _INTERCEPT + "II")  # deliverable type, rsvd
 
 PAYLOAD_SIZE = {
     IO_PORT: 128,
     MEMORY: 80,
     HEADER_ONLY: 40,
     INVALID_VP_REGISTER: 8,
+    MSR: 64,
+    APIC_EOI: 8,
+    DELIVERABLE: 48,
 }
 
 _ZERO = bytes(HV_MESSAGE_SIZE)
@@ -100,3 +106,33 @@ def invalid_vp_register(buf: bytearray, sender: int, vp_index: int) -> None:
         buf, 0, hv_message_type.HVMSG_INVALID_VP_REGISTER_VALUE, 8, 0, sender, vp_index, 0
     )
     _tail(buf, INVALID_VP_REGISTER)
+
+
+def msr(buf: bytearray, sender: int, vp_index: int, p: Processor) -> None:
+    """HVMSG_X64_MSR_INTERCEPT: RDX:RAX as the guest has them (the value of a WRMSR)."""
+    e = p.exit
+    state, cr8, cs_base, cs_limit, cs_sel, cs_attr, rip, rflags = p.header()
+    g = p.gprs()
+    MSR.pack_into(
+        buf, 0, hv_message_type.HVMSG_X64_MSR_INTERCEPT, 64, 0, sender,
+        vp_index, e.insn_length | cr8 << 4, e.access_type, state,
+        cs_base, cs_limit, cs_sel, cs_attr, rip, rflags,
+        e.msr_index, 0, g[2], g[0],
+    )  # fmt: skip
+    _tail(buf, MSR)
+
+
+def apic_eoi(buf: bytearray, sender: int, vp_index: int, vector: int) -> None:
+    APIC_EOI.pack_into(buf, 0, hv_message_type.HVMSG_X64_APIC_EOI, 8, 0, sender, vp_index, vector)
+    _tail(buf, APIC_EOI)
+
+
+def deliverable(buf: bytearray, sender: int, vp_index: int, p: Processor, kind: int) -> None:
+    """HVMSG_X64_INTERRUPTION_DELIVERABLE; `kind` is an hv_x64_pending_interruption_type."""
+    state, cr8, cs_base, cs_limit, cs_sel, cs_attr, rip, rflags = p.header()
+    DELIVERABLE.pack_into(
+        buf, 0, hv_message_type.HVMSG_X64_INTERRUPTION_DELIVERABLE, 48, 0, sender,
+        vp_index, cr8 << 4, HV_INTERCEPT_ACCESS_READ, state,
+        cs_base, cs_limit, cs_sel, cs_attr, rip, rflags, kind, 0,
+    )  # fmt: skip
+    _tail(buf, DELIVERABLE)

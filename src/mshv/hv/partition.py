@@ -1,14 +1,18 @@
-"""A guest partition: its guest-physical map, its VPs and its lifecycle."""
+"""A guest partition: its guest-physical map, VPs, synthetic state,
+intercepts, interrupts and lifecycle."""
 
 from __future__ import annotations
 
 import threading
 
+from mshv.abi import tlfs as t
 from mshv.abi.status import hv_status
 from mshv.abi.uapi import HV_MAP_GPA_READABLE, HV_PARTITION_CREATION_FLAG_LAPIC_ENABLED
-from mshv.hv.engine import Machine
+from mshv.hv import intercepts, interrupts, synthetic
+from mshv.hv.engine import Machine, Processor
 from mshv.hv.errors import HvError
 from mshv.hv.gpa import PAGE_SIZE, GpaMap, GpaRange, check_flags
+from mshv.hv.synthetic import ReferenceClock
 from mshv.hv.vp import Vp
 
 MAX_VP_INDEX = 255
@@ -18,6 +22,7 @@ class Partition:
     """The hypervisor's view of one partition (HvCreatePartition onwards)."""
 
     def __init__(self, pid: int, flags: int, synthetic_features: int, machine: Machine) -> None:
+        synthetic.check(synthetic_features)
         self.id = pid
         self.flags = flags
         self.synthetic_features = synthetic_features
@@ -27,6 +32,16 @@ class Partition:
         self.vps: dict[int, Vp] = {}
         self.lock = threading.Lock()  # the guest-physical map and the VP table
         self.deleted = False
+        # Partition-wide synthetic state (TLFS: these MSRs are per partition).
+        self.guest_os_id = 0
+        self.hypercall_msr = 0
+        self.reference_tsc_msr = 0
+        self.clock = ReferenceClock(machine.tsc_hz())
+        self.unimplemented_msr_action = t.HV_UNIMPLEMENTED_MSR_ACTION_FAULT
+        self.processors_per_socket = 1
+        self.intercepts = intercepts.Table(machine)
+        self.interrupts = interrupts.Controller(self)
+        self._frozen_tsc: dict[int, int] = {}
 
     # --- HvMapGpaPages / HvUnmapGpaPages --------------------------------------------
 
@@ -67,14 +82,98 @@ class Partition:
                 raise HvError(hv_status.HV_STATUS_INVALID_VP_INDEX, f"VP index {index}")
             if index in self.vps:
                 raise HvError(hv_status.HV_STATUS_INVALID_VP_INDEX, f"VP {index} exists")
-            processor = self.machine.create_processor(index)
+            leaves = synthetic.cpuid_leaves(self.synthetic_features, self.processors_per_socket)
+            processor = self.machine.create_processor(index, leaves)
             try:
+                if self.clock.frozen is not None and self._frozen_tsc:
+                    processor.set_tsc(next(iter(self._frozen_tsc.values())))
+                self.clock.anchor(processor.tsc())
                 vp = Vp(self, index, processor)
             except BaseException:
                 processor.close()
                 raise
             self.vps[index] = vp
             return vp
+
+    # --- properties, and the state they stand for --------------------------------------
+
+    def cpuid(self, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
+        return self.machine.cpuid(leaf, subleaf)
+
+    def xsave_supported(self) -> int:
+        return self.machine.xsave_features()
+
+    def max_xsave_size(self) -> int:
+        return self.machine.xsave_size()
+
+    def set_synthetic_features(self, value: int) -> None:
+        if self.vps:
+            raise HvError(hv_status.HV_STATUS_INVALID_PARTITION_STATE, "VPs already exist")
+        synthetic.check(value)
+        self.synthetic_features = value
+
+    def _some_processor(self) -> Processor | None:
+        for vp in self.vps.values():
+            return vp.processor
+        return None
+
+    def reference_time(self, vp: Vp | None) -> int:
+        """Reference time now, by the given VP's TSC (or any VP's)."""
+        if self.clock.frozen is not None:
+            return self.clock.frozen
+        p = vp.processor if vp is not None else self._some_processor()
+        return self.clock.now(None if p is None else p.tsc())
+
+    def set_reference_time(self, value: int) -> None:
+        p = self._some_processor()
+        self.clock.set(value, None if p is None else p.tsc())
+        self._write_tsc_page()
+
+    def set_time_freeze(self, freeze: bool) -> None:
+        """Frozen, reference time and the VPs' TSCs stand still: the time spent
+        frozen is taken out of every VP's TSC when the partition thaws."""
+        if freeze == (self.clock.frozen is not None):
+            return
+        if freeze:
+            self.clock.frozen = self.reference_time(None)
+            self._frozen_tsc = {i: vp.processor.tsc() for i, vp in self.vps.items()}
+            return
+        for i, vp in self.vps.items():
+            if i in self._frozen_tsc:
+                vp.processor.set_tsc(self._frozen_tsc[i])
+        self._frozen_tsc.clear()
+        self.clock.frozen = None
+
+    @property
+    def frozen(self) -> bool:
+        return self.clock.frozen is not None
+
+    def set_hypercall_msr(self, value: int) -> bool:
+        """Enabling puts the hypercall code into the guest page (RAM only:
+        the emulation cannot overlay a page, docs/conformance.md)."""
+        if value & 1 and not self.machine.write_memory(
+            value & ~0xFFF, synthetic.HYPERCALL_PAGE_CODE
+        ):
+            return False
+        self.hypercall_msr = value
+        return True
+
+    def hypercall_page_gpa(self) -> int | None:
+        return self.hypercall_msr & ~0xFFF if self.hypercall_msr & 1 else None
+
+    def set_reference_tsc_msr(self, value: int, vp: Vp) -> bool:
+        old = self.reference_tsc_msr
+        self.reference_tsc_msr = value
+        self.clock.anchor(vp.processor.tsc())
+        if not self._write_tsc_page():
+            self.reference_tsc_msr = old
+            return False
+        return True
+
+    def _write_tsc_page(self) -> bool:
+        if not self.reference_tsc_msr & 1:
+            return True
+        return self.machine.write_memory(self.reference_tsc_msr & ~0xFFF, self.clock.tsc_page())
 
     # --- HvFinalizePartition + HvDeletePartition ------------------------------------------
 

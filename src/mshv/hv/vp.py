@@ -1,85 +1,90 @@
-"""A virtual processor: run to the next intercept, registers, register page."""
+"""A virtual processor: run to the next intercept, registers, synthetic
+state, interrupts it is waiting for, and its register page."""
 
 from __future__ import annotations
 
-import mmap
-import os
+import ctypes
 import struct
+import threading
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from mshv.abi import tlfs as t
 from mshv.abi.message import HV_MESSAGE_SIZE, hv_message_type
 from mshv.abi.status import hv_status
 from mshv.abi.tlfs import hv_register_name as R
-from mshv.abi.uapi import HV_VP_REGISTER_PAGE_VERSION_1
-from mshv.hv import intercept
+from mshv.abi.uapi import HV_XSAVE_DATA_NO_XMM_REGISTERS, hv_local_interrupt_controller_state
+from mshv.hv import hypercall, intercept, synthetic
 from mshv.hv.engine import Exit, Processor
 from mshv.hv.errors import HvError
+from mshv.hv.regpage import PAGE_SIZE as PAGE_SIZE
+from mshv.hv.regpage import RegisterPage
 
 if TYPE_CHECKING:
     from mshv.hv.partition import Partition
 
-PAGE_SIZE = 0x1000
-
-# hv_vp_register_page offsets (pinned against mshv.abi.uapi by tests).
-_PAGE_HEAD = struct.Struct("<HBxI")  # version, isvalid, dirty
-_PAGE_GP = struct.Struct("<18Q")  # 16 GPRs, rip, rflags at 8
-_PAGE_XMM = 152
-_PAGE_SEGS = struct.Struct("<" + "QIHH" * 6)  # es, cs, ss, ds, fs, gs at 248
-_PAGE_CTRL = struct.Struct("<9Q")  # cr0, cr3, cr4, cr8, efer, dr7, pending, istate, hints
-_OFF_DIRTY = 4
-_OFF_GP = 8
-_OFF_RIP = 136
-_OFF_SEGS = 248
-_OFF_CTRL = 344
-_U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-
-_GP_NAMES = tuple(R(R.HV_X64_REGISTER_RAX + i) for i in range(16))
-_SEG_NAMES = (
-    R.HV_X64_REGISTER_ES, R.HV_X64_REGISTER_CS, R.HV_X64_REGISTER_SS,
-    R.HV_X64_REGISTER_DS, R.HV_X64_REGISTER_FS, R.HV_X64_REGISTER_GS,
-)  # fmt: skip
-_XMM_NAMES = tuple(R(R.HV_X64_REGISTER_XMM0 + i) for i in range(6))
-_SLOW_PAGE_NAMES = (*_XMM_NAMES, R.HV_X64_REGISTER_DR7)
-_ES, _CS, _SS, _DS, _FS, _GS = _SEG_NAMES
+_QQ = struct.Struct("<QQ")
 _IO_PORT = Exit.IO_PORT
 _IO_SIZE = intercept.IO_PORT.size
 _IO_TAIL = bytes(HV_MESSAGE_SIZE - _IO_SIZE)
-_PAGE_END = 416  # sizeof(hv_vp_register_page)
-_DIRTY_GENERAL, _DIRTY_IP, _DIRTY_XMM, _DIRTY_SEGMENT, _DIRTY_FLAGS = (1 << i for i in range(5))
-
-# Registers the hypervisor itself answers for, not the engine.
+_HYPERCALL_PORT = synthetic.HYPERCALL_PORT
 _SUSPEND = (R.HV_REGISTER_EXPLICIT_SUSPEND, R.HV_REGISTER_INTERCEPT_SUSPEND)
+NOTIFY_NMI, NOTIFY_INTERRUPT = 1, 2  # HV_X64_REGISTER_DELIVERABILITY_NOTIFICATIONS
+_LAPIC_STATE = t.hv_get_set_vp_state_type.HV_GET_SET_VP_STATE_LOCAL_INTERRUPT_CONTROLLER_STATE
+_XMM_AREA = slice(160, 416)  # XMM0-15 in the XSAVE legacy area
+_CPUID_REGISTERS: dict[int, int] = {
+    R.HV_REGISTER_HYPERVISOR_VERSION: t.HV_CPUID_VERSION,
+    R.HV_REGISTER_PRIVILEGES_AND_FEATURES_INFO: t.HV_CPUID_FEATURES,
+    R.HV_REGISTER_FEATURES_INFO: t.HV_CPUID_ENLIGHTENMENT_INFO,
+    R.HV_REGISTER_IMPLEMENTATION_LIMITS_INFO: t.HV_CPUID_IMPLEMENTATION_LIMITS,
+    R.HV_REGISTER_HARDWARE_FEATURES_INFO: t.HV_CPUID_HARDWARE_FEATURES,
+}
+_HYPERVISOR_REGISTERS = frozenset(
+    {
+        *_SUSPEND, *_CPUID_REGISTERS,
+        R.HV_REGISTER_VP_INDEX, R.HV_REGISTER_GUEST_OS_ID, R.HV_X64_REGISTER_HYPERCALL,
+        R.HV_REGISTER_REFERENCE_TSC, R.HV_REGISTER_TIME_REF_COUNT, R.HV_REGISTER_VP_ASSIST_PAGE,
+        R.HV_X64_REGISTER_DELIVERABILITY_NOTIFICATIONS, R.HV_REGISTER_PROCESSOR_CLOCK_FREQUENCY,
+        R.HV_REGISTER_INTERRUPT_CLOCK_FREQUENCY,
+    }
+)  # fmt: skip
+
+
+def apic_state_size() -> int:
+    return ctypes.sizeof(hv_local_interrupt_controller_state)
+
+
+def _value(v: int) -> bytes:
+    return _QQ.pack(v & 0xFFFF_FFFF_FFFF_FFFF, v >> 64)
 
 
 class Vp:
-    """One VP of a partition. Not thread-safe: the driver serialises calls."""
+    """One VP of a partition. The driver serialises calls, except that
+    interrupts may be queued (queue_extint) from any thread."""
 
     def __init__(self, partition: Partition, index: int, processor: Processor) -> None:
         self.partition = partition
         self.index = index
         self.processor = processor
+        self.sender = partition.id
         self.message = bytearray(HV_MESSAGE_SIZE)
         self.running = False
-        self.page_fd = os.memfd_create(f"mshv-vp{index}-registers", os.MFD_CLOEXEC)
-        try:
-            os.ftruncate(self.page_fd, PAGE_SIZE)
-            self._page_map = mmap.mmap(self.page_fd, PAGE_SIZE)
-        except BaseException:
-            os.close(self.page_fd)
-            raise
-        self.page = memoryview(self._page_map)
-        self.page_mapped = False  # set once userspace maps it; until then nobody reads it
-        self._dr7 = 0
-        self._page_segs = -1  # the engine's segment version last written to the page
-        self._page_version = -1  # the engine's state version the page shows
-        self._page_bytes = b""
-        self._io_key: tuple[object, ...] | None = None  # the last I/O message and what made it
+        self.page = RegisterPage(index)
+        self.notifications = 0  # HV_X64_REGISTER_DELIVERABILITY_NOTIFICATIONS
+        self.vp_assist_page = 0
+        self.icr = 0
+        self._extints: deque[int] = deque()
+        self._lock = threading.Lock()
+        self._eoi_message: int | None = None  # a level EOI done through the synthetic EOI MSR
+        self._io_key: tuple[object, ...] | None = None  # the last I/O message and its inputs
         self._io_bytes = b""
-        self._page_valid = False  # version and isvalid are written (dirty is ours to clear)
-        self.sender = partition.id
-        self.fill_page()
+        self.page.fill(processor)
+
+    @property
+    def page_fd(self) -> int:
+        return self.page.fd
 
     # --- RUN_VP ------------------------------------------------------------------
 
@@ -87,67 +92,221 @@ class Vp:
         """Run until an intercept and write its message into `out` (256 bytes),
         or into `self.message`. Raises InterruptedError when a signal or kick
         stopped the VP."""
-        mapped = self.page_mapped
-        if mapped:
-            dirty = _U32.unpack_from(self.page, _OFF_DIRTY)[0]
+        part = self.partition
+        if part.frozen:
+            raise HvError(hv_status.HV_STATUS_INVALID_PARTITION_STATE, "partition time is frozen")
+        page = self.page
+        if page.mapped:
+            dirty = page.dirty()
             if dirty:
-                self._apply_page(dirty)
+                page.apply(self.processor, dirty)
+        if self._extints:
+            self._deliver_extints()
         p = self.processor
+        if self.notifications & NOTIFY_INTERRUPT:
+            p.request_interrupt_window(True)
+        msg = self.message if out is None else out
         self.running = True
         try:
             ex = p.run()
+            while ex is _IO_PORT and p.exit.port == _HYPERCALL_PORT and self._hypercall():
+                ex = p.run()
+            if ex is _IO_PORT:
+                # Polling and delay loops stop at the same port with the same
+                # state again and again: reuse the message when nothing in it changed.
+                e = p.exit
+                key = (p.state_version, e.port, e.access_info, e.insn_length, e.access_type,
+                       e.insn_bytes)  # fmt: skip
+                if key == self._io_key:
+                    msg[:_IO_SIZE] = self._io_bytes
+                    msg[_IO_SIZE:HV_MESSAGE_SIZE] = _IO_TAIL
+                else:
+                    intercept.io_port(msg, self.sender, self.index, p)
+                    self._io_key = key
+                    self._io_bytes = bytes(msg[:_IO_SIZE])
+                if page.mapped:
+                    page.fill(p, full=False)
+                return
+            self._other(ex, msg)
         finally:
             self.running = False
-        msg = self.message if out is None else out
-        if ex is _IO_PORT:
-            # Polling and delay loops stop at the same port with the same state
-            # again and again: reuse the message when nothing it shows changed.
-            e = p.exit
-            key = (p.state_version, e.port, e.access_info, e.insn_length, e.access_type,
-                   e.insn_bytes)  # fmt: skip
-            if key == self._io_key:
-                msg[:_IO_SIZE] = self._io_bytes
-                msg[_IO_SIZE:HV_MESSAGE_SIZE] = _IO_TAIL
-            else:
-                intercept.io_port(msg, self.sender, self.index, p)
-                self._io_key = key
-                self._io_bytes = bytes(msg[:_IO_SIZE])
-            if mapped:
-                self.fill_page(full=False)
+        if page.mapped:
+            page.fill(p)
+
+    def _other(self, ex: Exit, msg: bytearray) -> None:
+        """Every exit but the common port intercept: handle internal ones and
+        run on, or build the message."""
+        p = self.processor
+        sender, index = self.sender, self.index
+        while True:
+            if ex is Exit.IO_PORT:
+                if p.exit.port == _HYPERCALL_PORT and self._hypercall():
+                    ex = p.run()
+                    continue
+                intercept.io_port(msg, sender, index, p)
+            elif ex is Exit.MSR:
+                if self._msr():
+                    if self._eoi_message is not None:
+                        intercept.apic_eoi(msg, sender, index, self._eoi_message)
+                        self._eoi_message = None
+                        return
+                    ex = p.run()
+                    continue
+                p.cancel()
+                intercept.msr(msg, sender, index, p)
+            elif ex is Exit.INTERRUPT_WINDOW:
+                if self._extints:
+                    self._deliver_extints()
+                    ex = p.run()
+                    continue
+                if not self.notifications & NOTIFY_INTERRUPT:
+                    ex = p.run()
+                    continue
+                self.notifications &= ~NOTIFY_INTERRUPT  # one notification per request
+                interrupt = t.hv_x64_pending_interruption_type.HV_X64_PENDING_INTERRUPT
+                intercept.deliverable(msg, sender, index, p, interrupt)
+            elif ex is Exit.APIC_EOI:
+                intercept.apic_eoi(msg, sender, index, p.exit.eoi_vector)
+            elif ex is Exit.MEMORY:
+                rng = self.partition.gpa_map.find(p.exit.gpa)
+                intercept.memory(msg, sender, index, p, rng is not None)
+            elif ex is Exit.HALT:
+                kind = hv_message_type.HVMSG_X64_HALT
+                intercept.header_only(msg, kind, sender, index, p, p.exit.insn_length)
+            elif ex is Exit.TRIPLE_FAULT:
+                kind = hv_message_type.HVMSG_UNRECOVERABLE_EXCEPTION
+                intercept.header_only(msg, kind, sender, index, p, 0)
+            elif ex is Exit.INVALID_STATE:
+                intercept.invalid_vp_register(msg, sender, index)
+            elif ex is Exit.INTERRUPTED:
+                if self.page.mapped:
+                    self.page.fill(p)
+                raise InterruptedError("MSHV_RUN_VP interrupted")
             return
-        if ex is Exit.INTERRUPTED:
-            if mapped:
-                self.fill_page()
-            raise InterruptedError("MSHV_RUN_VP interrupted")
-        sender = self.sender
-        if ex is Exit.MEMORY:
-            rng = self.partition.gpa_map.find(p.exit.gpa)
-            intercept.memory(msg, sender, self.index, p, rng is not None)
-        elif ex is Exit.HALT:
-            kind = hv_message_type.HVMSG_X64_HALT
-            intercept.header_only(msg, kind, sender, self.index, p, p.exit.insn_length)
-        elif ex is Exit.TRIPLE_FAULT:
-            kind = hv_message_type.HVMSG_UNRECOVERABLE_EXCEPTION
-            intercept.header_only(msg, kind, sender, self.index, p, 0)
-        elif ex is Exit.INVALID_STATE:
-            intercept.invalid_vp_register(msg, sender, self.index)
-        if mapped:
-            self.fill_page()
+
+    # --- what the hypervisor handles itself --------------------------------------------
+
+    def _hypercall(self) -> bool:
+        """A port exit from the hypercall page is a hypercall: answer it, step
+        over the OUT, and run on. Any other port exit goes to the VMM."""
+        part = self.partition
+        page_gpa = part.hypercall_page_gpa()
+        p = self.processor
+        if page_gpa is None or p.instruction_gpa() != page_gpa + hypercall.OUT_OFFSET:
+            return False
+        state = p.header()[0]
+        long_mode = bool(state & 1 << 4)
+        regs = [_U64.unpack_from(v)[0] for v in p.get_registers(hypercall.registers(long_mode))]
+        if long_mode:
+            control, input_value = regs[0], regs[1]
+        else:
+            control, input_value = regs[0] & 0xFFFF_FFFF | regs[1] << 32, regs[2]
+        result = hypercall.call(part.synthetic_features, control, input_value)
+        rip = p.header()[6] + hypercall.OUT_LENGTH
+        if long_mode:
+            p.set_registers([R.HV_X64_REGISTER_RAX, R.HV_X64_REGISTER_RIP],
+                            [_value(result), _value(rip)])  # fmt: skip
+        else:
+            p.set_registers(
+                [R.HV_X64_REGISTER_RAX, R.HV_X64_REGISTER_RDX, R.HV_X64_REGISTER_RIP],
+                [_value(result & 0xFFFF_FFFF), _value(result >> 32), _value(rip)],
+            )
+        return True
+
+    def _msr(self) -> bool:
+        """Complete an MSR access the VMM did not ask for; False if it did."""
+        p = self.processor
+        part = self.partition
+        e = p.exit
+        index, value = e.msr_index, e.msr_value
+        is_write = e.access_type == t.HV_INTERCEPT_ACCESS_WRITE
+        if synthetic.is_synthetic(index):
+            if is_write:
+                p.complete_msr(0 if synthetic.msr_write(part, self, index, value) else None)
+            else:
+                p.complete_msr(synthetic.msr_read(part, self, index))
+            return True
+        if part.intercepts.msr(index, is_write):
+            return False
+        result = p.msr_passthrough(index, is_write, value)
+        if result is None and part.unimplemented_msr_action:
+            result = 0  # IGNORE_WRITE_READ_ZERO
+        p.complete_msr(result)
+        return True
+
+    def apic_msr_read(self, index: int) -> int | None:
+        if index == t.HV_X64_MSR_VP_ASSIST_PAGE:
+            return self.vp_assist_page
+        if index == t.HV_X64_MSR_ICR:
+            return self.icr
+        if index == t.HV_X64_MSR_TPR:
+            return (self.processor.control()[3] & 0xF) << 4
+        return None  # EOI is write-only
+
+    def apic_msr_write(self, index: int, value: int) -> bool:
+        if index == t.HV_X64_MSR_VP_ASSIST_PAGE:
+            self.vp_assist_page = value & ~0xFFE
+        elif index == t.HV_X64_MSR_EOI:
+            done = self.processor.apic_eoi()
+            if done is not None and done[1]:
+                self._eoi_message = done[0]
+        elif index == t.HV_X64_MSR_ICR:
+            self.icr = value
+            self.partition.interrupts.send_ipi(self.index, value)
+        elif index == t.HV_X64_MSR_TPR:
+            self.processor.set_registers([R.HV_X64_REGISTER_CR8], [_value(value >> 4 & 0xF)])
+        return True
+
+    # --- interrupts ----------------------------------------------------------------------
+
+    def queue_extint(self, vector: int) -> None:
+        """An ExtINT for this VP (any thread): delivered when it next runs and
+        can take it."""
+        with self._lock:
+            self._extints.append(vector)
+            if self.running:
+                self.processor.request_interrupt_window(True)
+
+    def _deliver_extints(self) -> None:
+        with self._lock:
+            while self._extints:
+                if not self.processor.inject_extint(self._extints[0]):
+                    self.processor.request_interrupt_window(True)
+                    return
+                self._extints.popleft()
 
     # --- registers -----------------------------------------------------------------
 
     def get_registers(self, names: Sequence[int]) -> list[bytes]:
-        if not any(n in _SUSPEND for n in names):
+        if not _HYPERVISOR_REGISTERS.intersection(names):
             return self.processor.get_registers(names)
-        out = []
-        for n in names:
-            if n == R.HV_REGISTER_EXPLICIT_SUSPEND:
-                out.append(_value(0 if self.running else 1))
-            elif n == R.HV_REGISTER_INTERCEPT_SUSPEND:
-                out.append(_value(0))
-            else:
-                out.extend(self.processor.get_registers([n]))
-        return out
+        return [self._get_one(n) for n in names]
+
+    def _get_one(self, n: int) -> bytes:
+        part = self.partition
+        if n == R.HV_REGISTER_EXPLICIT_SUSPEND:
+            return _value(0 if self.running else 1)
+        if n == R.HV_REGISTER_INTERCEPT_SUSPEND:
+            return _value(0)
+        if n in _CPUID_REGISTERS:
+            leaves = synthetic.cpuid_leaves(part.synthetic_features, part.processors_per_socket)
+            a, b, c, d = leaves.get(_CPUID_REGISTERS[n], (0, 0, 0, 0))
+            return struct.pack("<4I", a, b, c, d)
+        simple: dict[int, int] = {
+            R.HV_REGISTER_VP_INDEX: self.index,
+            R.HV_REGISTER_GUEST_OS_ID: part.guest_os_id,
+            R.HV_X64_REGISTER_HYPERCALL: part.hypercall_msr,
+            R.HV_REGISTER_REFERENCE_TSC: part.reference_tsc_msr,
+            R.HV_REGISTER_VP_ASSIST_PAGE: self.vp_assist_page,
+            R.HV_X64_REGISTER_DELIVERABILITY_NOTIFICATIONS: self.notifications,
+            R.HV_REGISTER_PROCESSOR_CLOCK_FREQUENCY: part.clock.tsc_hz,
+            R.HV_REGISTER_INTERRUPT_CLOCK_FREQUENCY: synthetic.APIC_HZ,
+        }
+        if n in simple:
+            return _value(simple[n])
+        if n == R.HV_REGISTER_TIME_REF_COUNT:
+            return _value(part.reference_time(self))
+        return self.processor.get_registers([n])[0]
 
     def set_registers(self, names: Sequence[int], values: Sequence[bytes]) -> None:
         for n in names:
@@ -157,87 +316,99 @@ class Vp:
                 )
         if len(names) == 1 and names[0] == R.HV_X64_REGISTER_RIP:
             self.processor.set_rip(_U64.unpack_from(values[0])[0])
+        elif _HYPERVISOR_REGISTERS.intersection(names):
+            self._set_mixed(names, values)
         else:
             self.processor.set_registers(names, values)
-        if self.page_mapped:
-            self.fill_page()
+        if self.page.mapped:
+            self.page.fill(self.processor)
+
+    def _set_mixed(self, names: Sequence[int], values: Sequence[bytes]) -> None:
+        """Hypervisor registers are checked first, then the engine's are set
+        (all or nothing), then the hypervisor's."""
+        own = [(n, _U64.unpack_from(v)[0]) for n, v in zip(names, values, strict=True)
+               if n in _HYPERVISOR_REGISTERS]  # fmt: skip
+        writable = {
+            R.HV_REGISTER_GUEST_OS_ID, R.HV_X64_REGISTER_HYPERCALL, R.HV_REGISTER_REFERENCE_TSC,
+            R.HV_REGISTER_VP_ASSIST_PAGE, R.HV_X64_REGISTER_DELIVERABILITY_NOTIFICATIONS,
+        }  # fmt: skip
+        for n, v in own:
+            if n not in writable:
+                raise HvError(
+                    hv_status.HV_STATUS_INVALID_PARAMETER, f"register {n:#x} is read-only"
+                )
+            if n == R.HV_X64_REGISTER_DELIVERABILITY_NOTIFICATIONS and v & ~NOTIFY_INTERRUPT:
+                # The hypervisor refuses NMI notifications (rust-vmm's tests see
+                # HV_STATUS_INVALID_PARAMETER); priorities other than 0 likewise.
+                raise HvError(hv_status.HV_STATUS_INVALID_PARAMETER, f"notifications {v:#x}")
+        rest = [
+            (n, v) for n, v in zip(names, values, strict=True) if n not in _HYPERVISOR_REGISTERS
+        ]
+        if rest:
+            self.processor.set_registers([n for n, _ in rest], [v for _, v in rest])
+        part = self.partition
+        for n, v in own:
+            if n == R.HV_REGISTER_GUEST_OS_ID:
+                part.guest_os_id = v
+            elif n == R.HV_X64_REGISTER_HYPERCALL:
+                part.set_hypercall_msr(v & ~0xFFE)
+            elif n == R.HV_REGISTER_REFERENCE_TSC:
+                part.set_reference_tsc_msr(v & ~0xFFE, self)
+            elif n == R.HV_REGISTER_VP_ASSIST_PAGE:
+                self.vp_assist_page = v & ~0xFFE
+            else:
+                self.notifications = v
+
+    # --- VP state (HvGet/SetVpState) ----------------------------------------------------
+
+    def get_state(self, kind: int, flags: int, states: int) -> bytes:
+        p = self.processor
+        if kind == _LAPIC_STATE:
+            self._require_lapic()
+            return p.interrupt_controller_state()
+        image = bytearray(p.xsave_state(self._xsave_components(states)))
+        if flags & HV_XSAVE_DATA_NO_XMM_REGISTERS:
+            image[_XMM_AREA] = bytes(_XMM_AREA.stop - _XMM_AREA.start)
+        return bytes(image)
+
+    def set_state(self, kind: int, flags: int, states: int, data: bytes) -> None:
+        p = self.processor
+        if kind == _LAPIC_STATE:
+            self._require_lapic()
+            p.set_interrupt_controller_state(data[: apic_state_size()])
+            return
+        self._xsave_components(states)
+        image = bytearray(data)
+        if flags & HV_XSAVE_DATA_NO_XMM_REGISTERS and len(image) >= _XMM_AREA.stop:
+            image[_XMM_AREA] = p.xsave_state(3)[_XMM_AREA]
+        try:
+            p.set_xsave_state(bytes(image))
+        except ValueError as e:
+            raise HvError(hv_status.HV_STATUS_INVALID_PARAMETER, f"XSAVE data: {e}") from e
+        if self.page.mapped:
+            self.page.fill(p)
+
+    def _require_lapic(self) -> None:
+        if not self.partition.lapic:
+            raise HvError(hv_status.HV_STATUS_INVALID_PARAMETER, "the partition has no local APIC")
+
+    def _xsave_components(self, states: int) -> int:
+        supported = self.partition.xsave_supported()
+        if states & ~supported:
+            raise HvError(
+                hv_status.HV_STATUS_INVALID_PARAMETER,
+                f"XSAVE components {states & ~supported:#x} are not supported",
+            )
+        return states or supported
 
     # --- the register page -------------------------------------------------------------
 
     def map_page(self) -> None:
         """Userspace maps the page: from now on keep it current."""
-        if not self.page_mapped:
-            self.page_mapped = True
-            self.fill_page()
-
-    def fill_page(self, full: bool = True) -> None:
-        """Write the VP's current registers into the page; isvalid=1, dirty=0.
-
-        XMM0-5 and DR7 cost vCPU ioctls on the KVM engine; at an I/O-port
-        intercept (full=False), where no instruction involved reads them, they
-        keep the values of the last full refresh (docs/conformance.md)."""
-        p = self.processor
-        page = self.page
-        version = p.state_version
-        if not full and version == self._page_version:
-            page[_OFF_GP:_PAGE_END] = self._page_bytes  # also undoes stray writes
-            return
-        _PAGE_GP.pack_into(page, _OFF_GP, *p.gprs())
-        s = p.segment
-        cs = s(_CS)  # brings the engine's segment cache up to date
-        if p.seg_version != self._page_segs or not self._page_valid:
-            _PAGE_SEGS.pack_into(page, _OFF_SEGS, *s(_ES), *cs, *s(_SS), *s(_DS), *s(_FS), *s(_GS))
-            self._page_segs = p.seg_version
-        ctrl = p.control()
-        if full:
-            values = p.get_registers(_SLOW_PAGE_NAMES)
-            page[_PAGE_XMM : _PAGE_XMM + 96] = b"".join(values[:6])
-            self._dr7 = _U64.unpack_from(values[6])[0]
-        cr0, cr3, cr4, cr8, efer, pending, istate = ctrl
-        _PAGE_CTRL.pack_into(
-            page, _OFF_CTRL, cr0, cr3, cr4, cr8, efer, self._dr7, pending, istate, 0
-        )
-        if not self._page_valid:
-            _PAGE_HEAD.pack_into(page, 0, HV_VP_REGISTER_PAGE_VERSION_1, 1, 0)
-            self._page_valid = True
-        self._page_version = version
-        self._page_bytes = bytes(page[_OFF_GP:_PAGE_END])
-
-    def _apply_page(self, dirty: int) -> None:
-        """Registers userspace wrote into the page, by dirty class."""
-        page = self.page
-        if dirty == _DIRTY_IP:
-            self.processor.set_rip(_U64.unpack_from(page, _OFF_RIP)[0])
-        else:
-            names: list[int] = []
-            values: list[bytes] = []
-            gp = _PAGE_GP.unpack_from(page, _OFF_GP)
-            if dirty & _DIRTY_GENERAL:
-                names.extend(_GP_NAMES)
-                values.extend(_value(v) for v in gp[:16])
-            if dirty & _DIRTY_IP:
-                names.append(R.HV_X64_REGISTER_RIP)
-                values.append(_value(gp[16]))
-            if dirty & _DIRTY_FLAGS:
-                names.append(R.HV_X64_REGISTER_RFLAGS)
-                values.append(_value(gp[17]))
-            if dirty & _DIRTY_XMM:
-                names.extend(_XMM_NAMES)
-                values.extend(bytes(page[_PAGE_XMM + 16 * i : _PAGE_XMM + 16 * i + 16])
-                              for i in range(6))  # fmt: skip
-            if dirty & _DIRTY_SEGMENT:
-                names.extend(_SEG_NAMES)
-                values.extend(bytes(page[_OFF_SEGS + 16 * i : _OFF_SEGS + 16 * i + 16])
-                              for i in range(6))  # fmt: skip
-            self.processor.set_registers(names, values)
-        _U32.pack_into(page, _OFF_DIRTY, 0)
+        if not self.page.mapped:
+            self.page.mapped = True
+            self.page.fill(self.processor)
 
     def close(self) -> None:
         self.processor.close()
-        self.page.release()
-        self._page_map.close()
-        os.close(self.page_fd)
-
-
-def _value(v: int) -> bytes:
-    return struct.pack("<QQ", v & 0xFFFF_FFFF_FFFF_FFFF, v >> 64)
+        self.page.close()

@@ -254,6 +254,30 @@ class kvm_msr_filter(ctypes.Structure):
     _fields_ = [("flags", c_uint32), ("pad", c_uint32), ("ranges", kvm_msr_filter_range * 16)]
 
 
+class kvm_irq_routing_msi(ctypes.Structure):
+    _fields_ = [
+        ("address_lo", c_uint32),
+        ("address_hi", c_uint32),
+        ("data", c_uint32),
+        ("devid", c_uint32),
+    ]
+
+
+class kvm_irq_routing_entry(ctypes.Structure):
+    _fields_ = [
+        ("gsi", c_uint32),
+        ("type", c_uint32),
+        ("flags", c_uint32),
+        ("pad", c_uint32),
+        ("msi", kvm_irq_routing_msi),
+        ("pad2", c_uint32 * 4),
+    ]
+
+
+class kvm_irq_routing_header(ctypes.Structure):
+    _fields_ = [("nr", c_uint32), ("flags", c_uint32)]
+
+
 class kvm_signal_mask_header(ctypes.Structure):
     _fields_ = [("len", c_uint32)]
 
@@ -274,6 +298,7 @@ KVM_SET_TSS_ADDR = _io(0x47)
 KVM_SET_IDENTITY_MAP_ADDR = _iow(0x48, 8)
 KVM_CREATE_IRQCHIP = _io(0x60)
 KVM_ENABLE_CAP = _iow(0xA3, ctypes.sizeof(kvm_enable_cap))
+KVM_SET_GSI_ROUTING = _iow(0x6A, ctypes.sizeof(kvm_irq_routing_header))
 KVM_SIGNAL_MSI = _iow(0xA5, ctypes.sizeof(kvm_msi))
 KVM_X86_SET_MSR_FILTER = _iow(0xC6, ctypes.sizeof(kvm_msr_filter))
 # vCPU fd
@@ -320,6 +345,17 @@ KVM_CAP_SPLIT_IRQCHIP = 121
 KVM_CAP_IMMEDIATE_EXIT = 136
 KVM_CAP_X86_USER_SPACE_MSR = 188
 KVM_CAP_X86_MSR_FILTER = 189
+
+# KVM_CAP_X86_USER_SPACE_MSR: which MSR accesses exit to userspace.
+KVM_MSR_EXIT_REASON_INVAL = 1 << 0
+KVM_MSR_EXIT_REASON_UNKNOWN = 1 << 1
+KVM_MSR_EXIT_REASON_FILTER = 1 << 2
+KVM_MSR_FILTER_DEFAULT_ALLOW = 0
+KVM_MSR_FILTER_DEFAULT_DENY = 1
+KVM_MSR_FILTER_READ = 1 << 0
+KVM_MSR_FILTER_WRITE = 1 << 1
+KVM_MSR_FILTER_MAX_BITMAP_SIZE = 0x600
+KVM_IRQ_ROUTING_MSI = 2
 
 # --- memslot flags -----------------------------------------------------------
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import mmap
 import struct
 import threading
 
 from mshv.hv.errors import EngineError
 from mshv.kvm import abi as k
+from mshv.kvm import xsave
 from mshv.kvm.locate import Host
 from mshv.kvm.memory import GuestMemory, alias_shared, unmap_alias
 from mshv.kvm.processor import KvmProcessor
@@ -20,7 +22,17 @@ MAX_SLOTS = 509  # KVM_CAP_NR_MEMSLOTS is at least this on every x86 host
 # identity map); the top of the 32-bit space, as other VMMs choose.
 TSS_ADDR = 0xFFFB_D000
 IDENTITY_MAP_ADDR = 0xFFFB_C000
-IOAPIC_PINS = 24
+EOI_ROUTES = 256  # split-irqchip "IOAPIC pins": one route per vector
+MSI_ADDRESS = 0xFEE0_0000
+MSI_BROADCAST = 0xFF
+MSI_LEVEL = 1 << 15
+MSI_ASSERT = 1 << 14
+SYNTHETIC_BASE = 0x4000_0000  # the hypervisor's MSRs
+SYNTHETIC_MSRS = 0x1000
+# Where x86 MSRs live (architectural, AMD/Intel 64-bit, AMD model-specific):
+# with an MSR intercept for one direction only, the other stays with KVM here.
+MSR_BLOCKS = (0x0000_0000, 0xC000_0000, 0xC001_0000)
+MSR_BLOCK = 0x2000
 
 CPUID_APIC = 1 << 9  # leaf 1 EDX
 CPUID_X2APIC = 1 << 21  # leaf 1 ECX
@@ -39,15 +51,25 @@ class KvmMachine:
             self.vm.set_tss_addr(TSS_ADDR)
             self.vm.set_identity_map_addr(IDENTITY_MAP_ADDR)
             if lapic:
-                # Local APICs in the kernel; no PIC or IOAPIC, as under Hyper-V.
-                self.vm.enable_cap(k.KVM_CAP_SPLIT_IRQCHIP, IOAPIC_PINS)
+                # Local APICs in the kernel, no PIC or IOAPIC, as under Hyper-V.
+                # One reserved pin per vector lets any level-triggered vector
+                # have a route, which is how KVM reports its EOIs (watch_eoi).
+                self.vm.enable_cap(k.KVM_CAP_SPLIT_IRQCHIP, EOI_ROUTES)
+            # MSRs KVM does not know, and those the filter denies, come to us.
+            reasons = k.KVM_MSR_EXIT_REASON_UNKNOWN | k.KVM_MSR_EXIT_REASON_FILTER
+            self.vm.enable_cap(k.KVM_CAP_X86_USER_SPACE_MSR, reasons)
+            self._msr_intercepts = (False, False)
+            self._msr_reads: frozenset[int] = frozenset()
+            self._apply_msr_filter()
         except BaseException:
             self.vm.close()
             raise
         self.memory = GuestMemory()
         self.physical_address_bits = physical_address_bits(kvm)
+        self.xsave_layout = xsave_layout(kvm)
         self._slots: set[int] = set()
         self._slot_info: dict[int, tuple[int, int, int | None]] = {}  # gpa, size, alias
+        self._routes: dict[int, k.kvm_irq_routing_entry] = {}
         self._lock = threading.Lock()
 
     def map_memory(self, gpa: int, size: int, uaddr: int, writable: bool) -> int:
@@ -79,19 +101,23 @@ class KvmMachine:
             if alias is not None:
                 unmap_alias(alias, size)
 
-    def create_processor(self, index: int) -> KvmProcessor:
+    def create_processor(
+        self, index: int, hypervisor_cpuid: dict[int, tuple[int, int, int, int]]
+    ) -> KvmProcessor:
         vcpu = self.vm.create_vcpu(index)
         try:
-            vcpu.set_cpuid2(self._cpuid(index))
-            return KvmProcessor(vcpu, index, self.memory, self.host)
+            vcpu.set_cpuid2(self._cpuid(index, hypervisor_cpuid))
+            return KvmProcessor(vcpu, index, self.memory, self.host, self.xsave_layout)
         except BaseException:
             vcpu.close()
             raise
 
-    def _cpuid(self, index: int) -> list[k.kvm_cpuid_entry2]:
-        """The host's CPUID as KVM offers it, less what this partition lacks:
-        no local APIC without LAPIC_ENABLED, and none of KVM's own paravirtual
-        leaves (the guest runs on a Microsoft Hypervisor, not on KVM)."""
+    def _cpuid(
+        self, index: int, hypervisor: dict[int, tuple[int, int, int, int]]
+    ) -> list[k.kvm_cpuid_entry2]:
+        """The host's CPUID as KVM offers it, less what this partition lacks
+        (no local APIC without LAPIC_ENABLED; none of KVM's own paravirtual
+        leaves), plus the hypervisor's 0x40000000 leaves."""
         out = []
         for e in self.kvm.supported_cpuid():
             if 0x4000_0000 <= e.function <= 0x4000_00FF:
@@ -99,13 +125,93 @@ class KvmMachine:
             if e.function == 1:
                 e.ebx = (e.ebx & 0x00FF_FFFF) | (index & 0xFF) << 24
                 e.ecx &= ~CPUID_HYPERVISOR
+                if hypervisor:
+                    e.ecx |= CPUID_HYPERVISOR
                 if not self.lapic:
                     e.edx &= ~CPUID_APIC
                     e.ecx &= ~CPUID_X2APIC
             elif e.function in (0xB, 0x1F):
                 e.edx = index
             out.append(e)
+        for leaf, (eax, ebx, ecx, edx) in sorted(hypervisor.items()):
+            out.append(k.kvm_cpuid_entry2(function=leaf, eax=eax, ebx=ebx, ecx=ecx, edx=edx))
         return out
+
+    def signal_msi(self, address: int, data: int) -> bool:
+        return self.vm.signal_msi(address, data) > 0
+
+    def watch_eoi(self, vector: int) -> None:
+        """A route for `vector` as a level-triggered broadcast MSI: KVM then
+        exits to userspace at its EOI on any vCPU (KVM_EXIT_IOAPIC_EOI)."""
+        with self._lock:
+            if vector in self._routes or not self.lapic:
+                return
+            entry = k.kvm_irq_routing_entry(gsi=vector, type=k.KVM_IRQ_ROUTING_MSI)
+            entry.msi.address_lo = MSI_ADDRESS | MSI_BROADCAST << 12
+            entry.msi.data = vector | MSI_LEVEL | MSI_ASSERT
+            self._routes[vector] = entry
+            self._set_routes()
+
+    def _set_routes(self) -> None:
+        size = ctypes.sizeof(k.kvm_irq_routing_entry)
+        buf = bytearray(8 + size * len(self._routes))
+        k.kvm_irq_routing_header.from_buffer(buf).nr = len(self._routes)
+        for i, entry in enumerate(self._routes.values()):
+            buf[8 + i * size : 8 + (i + 1) * size] = bytes(entry)
+        fcntl.ioctl(self.vm.fd, k.KVM_SET_GSI_ROUTING, buf)
+
+    def set_msr_intercepts(self, read: bool, write: bool, reads: frozenset[int]) -> None:
+        with self._lock:
+            self._msr_intercepts = (read, write)
+            self._msr_reads = reads
+            self._apply_msr_filter()
+
+    def _apply_msr_filter(self) -> None:
+        """The synthetic MSRs always come to the hypervisor (a KVM with its own
+        Hyper-V emulation would otherwise answer them); with MSR intercepts,
+        every access of the intercepted kind comes too."""
+        read, write = self._msr_intercepts
+        f = k.kvm_msr_filter()
+        bitmaps = []
+        deny = ctypes.create_string_buffer(SYNTHETIC_MSRS // 8)
+        both = k.KVM_MSR_FILTER_READ | k.KVM_MSR_FILTER_WRITE
+        ranges = [(both, SYNTHETIC_BASE, SYNTHETIC_MSRS, deny)]
+        ranges += [(k.KVM_MSR_FILTER_READ, index, 1, deny) for index in sorted(self._msr_reads)]
+        if read or write:
+            f.flags = k.KVM_MSR_FILTER_DEFAULT_DENY
+            allowed = (
+                0 if read and write else (k.KVM_MSR_FILTER_WRITE if read else k.KVM_MSR_FILTER_READ)
+            )
+            if allowed:
+                allow = ctypes.create_string_buffer(b"\xff" * (MSR_BLOCK // 8), MSR_BLOCK // 8)
+                ranges += [(allowed, base, MSR_BLOCK, allow) for base in MSR_BLOCKS]
+        for i, (flags, base, count, bitmap) in enumerate(ranges):
+            r = f.ranges[i]
+            r.flags, r.base, r.nmsrs = flags, base, count
+            r.bitmap = ctypes.addressof(bitmap)
+            bitmaps.append(bitmap)
+        fcntl.ioctl(self.vm.fd, k.KVM_X86_SET_MSR_FILTER, f)
+
+    def tsc_hz(self) -> int:
+        return 1000 * fcntl.ioctl(self.vm.fd, k.KVM_GET_TSC_KHZ, 0)
+
+    def cpuid(self, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
+        for e in self.kvm.supported_cpuid():
+            if e.function == leaf and (e.index == subleaf or not e.flags & 1):
+                return int(e.eax), int(e.ebx), int(e.ecx), int(e.edx)
+        return 0, 0, 0, 0
+
+    def xsave_features(self) -> int:
+        return self.xsave_layout.supported
+
+    def xsave_size(self) -> int:
+        return self.xsave_layout.compacted_size(self.xsave_layout.supported)
+
+    def read_memory(self, gpa: int, size: int) -> bytes | None:
+        return self.memory.read(gpa, size)
+
+    def write_memory(self, gpa: int, data: bytes) -> bool:
+        return self.memory.write(gpa, data)
 
     def close(self) -> None:
         self.vm.close()
@@ -114,6 +220,23 @@ class KvmMachine:
             if alias is not None:
                 unmap_alias(alias, size)
         self._slot_info.clear()
+
+
+def xsave_layout(kvm: Kvm) -> xsave.Layout:
+    """Component sizes and standard offsets from CPUID leaf 0xD."""
+    supported = 3
+    standard: dict[int, tuple[int, int]] = {}
+    align64 = set()
+    for e in kvm.supported_cpuid():
+        if e.function != 0xD:
+            continue
+        if e.index == 0:
+            supported = int(e.eax) | int(e.edx) << 32
+        elif e.index >= 2 and e.eax:
+            standard[int(e.index)] = (int(e.ebx), int(e.eax))
+            if e.ecx & 2:
+                align64.add(int(e.index))
+    return xsave.Layout(supported, standard, frozenset(align64))
 
 
 def physical_address_bits(kvm: Kvm) -> int:

@@ -66,6 +66,18 @@ def _mem_fd() -> int:
         return _proc_mem[1]
 
 
+_proc_mem_rw: tuple[int, int] | None = None
+
+
+def _mem_fd_rw() -> int:
+    global _proc_mem_rw
+    pid = os.getpid()
+    with _proc_mem_lock:
+        if _proc_mem_rw is None or _proc_mem_rw[0] != pid:
+            _proc_mem_rw = (pid, os.open("/proc/self/mem", os.O_RDWR | os.O_CLOEXEC))
+        return _proc_mem_rw[1]
+
+
 def read_process(addr: int, size: int) -> bytes | None:
     """Read this process's memory; None where it is not mapped."""
     try:
@@ -152,6 +164,23 @@ class GuestMemory:
             gpa += n
             size -= n
         return out
+
+    def write(self, gpa: int, data: bytes) -> bool:
+        """Store bytes into guest RAM (the hypervisor's own writes: hypercall
+        and TSC pages). False if any of it is not RAM."""
+        end = gpa + len(data)
+        slot = self.lookup(gpa)
+        if slot is None or end > slot[1]:
+            return False
+        off = gpa - slot[0]
+        view = slot[4]
+        if view is not None:
+            view[off : off + len(data)] = data
+            return True
+        try:
+            return os.pwrite(_mem_fd_rw(), data, slot[2] + off) == len(data)
+        except OSError:
+            return False
 
     def _entry(self, gpa: int, wide: bool) -> int | None:
         data = self.read(gpa, 8 if wide else 4)

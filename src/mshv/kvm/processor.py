@@ -22,14 +22,14 @@ from mshv.abi.tlfs import hv_register_name as R
 from mshv.hv.engine import Exit, ExitInfo
 from mshv.hv.errors import EngineError
 from mshv.kvm import abi as k
+from mshv.kvm import apic, xsave
+from mshv.kvm.drain import drain
 from mshv.kvm.locate import (
-    RFLAGS_DF,
     Context,
     Host,
     Located,
     LocateError,
     done_elements,
-    linear_address,
     locate_mmio,
     locate_pio,
     pre_state,
@@ -54,6 +54,11 @@ _U64 = struct.Struct("<Q")
 _CRS = struct.Struct("<7Q")  # cr0, cr2, cr3, cr4, cr8, efer, apic_base
 _CS_MODE = struct.Struct("<Q9xBxB")  # kvm_segment base, db, l
 _QQ = struct.Struct("<QQ")
+_MSR_EXIT = struct.Struct("<12xIQ")  # kvm_run.msr: error, pad, reason, then index, data
+_MSR_DATA = k.RUN_EXIT_UNION + 16
+_IA32_TSC = 0x10
+_X2APIC_EOI = 0x80B
+_X2APIC_ENABLE = 1 << 10  # IA32_APIC_BASE.EXTD
 
 RUN_SYNC_END = k.RUN_SYNC_EVENTS + 64
 _SR = k.RUN_SYNC_SREGS
@@ -76,7 +81,9 @@ _INSN_WINDOW = 16
 class KvmProcessor:
     """`mshv.hv.engine.Processor` on a KVM vCPU."""
 
-    def __init__(self, vcpu: VcpuFd, index: int, memory: GuestMemory, host: Host) -> None:
+    def __init__(
+        self, vcpu: VcpuFd, index: int, memory: GuestMemory, host: Host, layout: xsave.Layout
+    ) -> None:
         self.exit = ExitInfo()
         self.index = index
         self._vcpu = vcpu
@@ -98,6 +105,8 @@ class KvmProcessor:
         self._state = (0, 0)  # execution state without and with RFLAGS.VM
         self._mode_info = (0, 0, 0, 0)  # cs_base, bits (protected, no VM), pe, paging
         self._kvm_rip: int | None = None  # RIP inside KVM when only our rewind differs
+        self._msr_pending = False  # a userspace RDMSR/WRMSR waits for complete_msr/cancel
+        self._xsave_layout = layout
         self._state_raw = b""
         self._state_ver = 0
         self._ver_current = False
@@ -112,6 +121,8 @@ class KvmProcessor:
     # --- the run path --------------------------------------------------------
 
     def run(self) -> Exit:
+        if self._msr_pending:
+            raise EngineError("an MSR access is pending: complete_msr() or cancel() it first")
         page = self._page
         dirty = self._dirty
         if dirty:
@@ -145,6 +156,13 @@ class KvmProcessor:
             return Exit.INTERRUPTED
         if reason == k.KVM_EXIT_INTERNAL_ERROR:
             return self._internal_error()
+        if reason in (k.KVM_EXIT_X86_RDMSR, k.KVM_EXIT_X86_WRMSR):
+            return self._msr(reason == k.KVM_EXIT_X86_WRMSR)
+        if reason == k.KVM_EXIT_IRQ_WINDOW_OPEN:
+            page[k.RUN_REQUEST_INTERRUPT_WINDOW] = 0
+            return Exit.INTERRUPT_WINDOW
+        if reason == k.KVM_EXIT_IOAPIC_EOI:
+            return self._eoi()
         raise EngineError(f"KVM exit reason {reason} is not handled by the KVM engine")
 
     def kick(self) -> None:
@@ -398,68 +416,111 @@ class KvmProcessor:
             _U64.pack_into(page, base + 8 * kvm, gprs[tlfs])
         self._dirty |= k.KVM_SYNC_X86_REGS
 
-    def _drain(self, loc: Located) -> None:
-        """Let KVM finish its pending completion without entering the guest,
-        then put back the state from before it. Completions that would store
-        guest memory (INS, MOVS from MMIO) are handed the bytes already there."""
-        page = self._page
-        saved = bytes(page[k.RUN_SYNC_REGS : RUN_SYNC_END])
-        xsave = self._vcpu.get_xsave() if loc.writes_vector else None
-        page[k.RUN_IMMEDIATE_EXIT] = 1
-        try:
-            for _ in range(4096):
-                self._prefill()
-                try:
-                    self._vcpu.run()
-                except InterruptedError:
-                    break
-            else:
-                raise EngineError("KVM kept exiting while draining a completion")
-        finally:
-            page[k.RUN_IMMEDIATE_EXIT] = 0
-        page[k.RUN_SYNC_REGS : RUN_SYNC_END] = saved
-        self.invalidate()
-        self._dirty |= k.KVM_SYNC_X86_REGS
-        if loc.writes_sregs:
-            self._dirty |= k.KVM_SYNC_X86_SREGS | k.KVM_SYNC_X86_EVENTS
-        if xsave is not None:
-            self._vcpu.set_xsave(xsave)
+    def _drain(self, loc: Located | None) -> None:
+        drain(self, loc)
 
-    def _prefill(self) -> None:
-        """Fill the data KVM is about to store into guest RAM with what the RAM
-        already holds, so finishing INS or MOVS-from-MMIO changes nothing."""
+    # --- MSRs, interrupts, state -------------------------------------------------
+
+    def _msr(self, is_write: bool) -> Exit:
+        # RIP is at the RDMSR/WRMSR; KVM finishes it on the next entry with
+        # kvm_run.msr.data (a read) or a #GP (kvm_run.msr.error).
+        index, data = _MSR_EXIT.unpack_from(self._page, _EXIT_UNION)
+        e = self.exit
+        e.msr_index = index
+        e.msr_value = data
+        e.access_type = HV_INTERCEPT_ACCESS_WRITE if is_write else HV_INTERCEPT_ACCESS_READ
+        e.insn_length = 2
+        self._msr_pending = True
+        return Exit.MSR
+
+    def complete_msr(self, value: int | None) -> None:
+        if not self._msr_pending:
+            raise EngineError("no MSR access is pending")
         page = self._page
-        reason = _U32.unpack_from(page, k.RUN_EXIT_REASON)[0]
-        if reason == k.KVM_EXIT_IO:
-            direction, size, _, count, data_offset = _IO.unpack_from(page, k.RUN_EXIT_UNION)
-            if direction != k.KVM_EXIT_IO_IN:
-                return
-            ctx = self.context()
-            bits, _, _ = self._mode()
-            mask = (1 << bits) - 1 if bits != 64 else (1 << 64) - 1
-            step = -size if ctx.rflags & RFLAGS_DF else size
-            for i in range(count):
-                lin = (ctx.seg_bases[0] if bits != 64 else 0) + ((ctx.gprs[7] + i * step) & mask)
-                data = self._mem.read_linear(lin, size, ctx.cr0, ctx.cr3, ctx.cr4, ctx.efer)
-                if len(data) == size:
-                    off = data_offset + i * size
-                    page[off : off + size] = data
-        elif reason == k.KVM_EXIT_MMIO:
-            gpa, _data, length, is_write = _MMIO.unpack_from(page, k.RUN_EXIT_UNION)
+        page[_EXIT_UNION] = 1 if value is None else 0
+        if value is not None:
+            _U64.pack_into(page, _MSR_DATA, value & 0xFFFF_FFFF_FFFF_FFFF)
+        self._msr_pending = False
+
+    def cancel(self) -> None:
+        if self._msr_pending:
+            self._msr_pending = False
+            self._drain(None)
+
+    def msr_passthrough(self, index: int, is_write: bool, value: int) -> int | None:
+        # The guest's access, done by the host (KVM_GET/SET_MSRS). KVM is more
+        # lenient with host-initiated writes; the filter only sends MSRs
+        # outside the architectural blocks this way (engine.MSR_BLOCKS).
+        try:
             if is_write:
-                return
-            ctx = self.context()
-            try:
-                loc, _ = locate_mmio(self._mem, ctx, self._host, gpa, length, False)
-            except LocateError:
-                return
-            if not (loc.string_dst and loc.string_src):
-                return  # the data goes to a register, which we restore
-            dst = linear_address(loc.mems[0], ctx, ctx.gprs)
-            data = self._mem.read_linear(dst, length, ctx.cr0, ctx.cr3, ctx.cr4, ctx.efer)
-            if len(data) == length:
-                off = k.RUN_EXIT_UNION + 8
-                page[off : off + length] = data
+                self._vcpu.set_msrs({index: value})
+                return 0
+            return self._vcpu.get_msrs([index])[index]
+        except OSError:
+            return None
+
+    def _eoi(self) -> Exit:
+        # Split irqchip: KVM tells userspace of every EOI of a vector that a
+        # routed level-triggered MSI uses; only a level-triggered one is news.
+        vector = self._page[_EXIT_UNION]
+        if apic.level_triggered(bytes(self._vcpu.get_lapic().regs), vector):
+            self.exit.eoi_vector = vector
+            return Exit.APIC_EOI
+        return self.run()
+
+    def request_interrupt_window(self, enable: bool) -> None:
+        self._page[k.RUN_REQUEST_INTERRUPT_WINDOW] = 1 if enable else 0
+
+    def inject_extint(self, vector: int) -> bool:
+        try:
+            self._vcpu.interrupt(vector)
+        except FileExistsError:
+            return False  # KVM still holds the previous one
+        return True
+
+    def apic_eoi(self) -> tuple[int, bool] | None:
+        self.invalidate()
+        regs = bytearray(self._vcpu.get_lapic().regs)
+        if _U64.unpack_from(self._page, _CRS_OFF + 48)[0] & _X2APIC_ENABLE:
+            vector = apic.highest_in_service(regs)
+            self._vcpu.set_msrs({_X2APIC_EOI: 0})  # KVM's own EOI path
+            return None if vector is None else (vector, apic.level_triggered(regs, vector))
+        vector = apic.highest_in_service(regs)
+        if vector is None:
+            return None
+        apic.clear_in_service(regs, vector)
+        self._vcpu.set_lapic(k.kvm_lapic_state.from_buffer_copy(regs))
+        return vector, apic.level_triggered(regs, vector)
+
+    def instruction_gpa(self) -> int | None:
+        _, _, rip_linear = self._mode()
+        return self._mem.translate(rip_linear, *self._crs())
+
+    def nmi_masked(self) -> bool:
+        return bool(self._page[_EV + 14])  # kvm_vcpu_events.nmi.masked
+
+    def interrupt_controller_state(self) -> bytes:
+        return apic.to_hv(bytes(self._vcpu.get_lapic().regs))
+
+    def set_interrupt_controller_state(self, state: bytes) -> None:
+        lapic = self._vcpu.get_lapic()
+        regs = bytearray(lapic.regs)
+        apic.from_hv(regs, state)
+        self._vcpu.set_lapic(k.kvm_lapic_state.from_buffer_copy(regs))
+
+    def xsave_state(self, components: int) -> bytes:
+        return xsave.to_compacted(bytes(self._vcpu.get_xsave()), self._xsave_layout, components)
+
+    def set_xsave_state(self, image: bytes) -> None:
+        base = bytes(self._vcpu.get_xsave())
+        standard = xsave.from_compacted(image, self._xsave_layout, base)
+        self._vcpu.set_xsave(k.kvm_xsave.from_buffer_copy(standard))
+
+    def tsc(self) -> int:
+        return self._vcpu.get_msrs([_IA32_TSC])[_IA32_TSC]
+
+    def set_tsc(self, value: int) -> None:
+        self._vcpu.set_msrs({_IA32_TSC: value})
 
     # --- state for intercept messages --------------------------------------------
 
