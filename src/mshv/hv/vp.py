@@ -18,12 +18,13 @@ from mshv.abi.uapi import HV_XSAVE_DATA_NO_XMM_REGISTERS, hv_local_interrupt_con
 from mshv.hv import hypercall, intercept, synthetic
 from mshv.hv.engine import Exit, Processor
 from mshv.hv.errors import HvError
+from mshv.hv.regpage import OFF_DIRTY, RegisterPage
 from mshv.hv.regpage import PAGE_SIZE as PAGE_SIZE
-from mshv.hv.regpage import RegisterPage
 
 if TYPE_CHECKING:
     from mshv.hv.partition import Partition
 
+_U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _QQ = struct.Struct("<QQ")
 _IO_PORT = Exit.IO_PORT
@@ -92,19 +93,14 @@ class Vp:
         """Run until an intercept and write its message into `out` (256 bytes),
         or into `self.message`. Raises InterruptedError when a signal or kick
         stopped the VP."""
-        part = self.partition
-        if part.frozen:
-            raise HvError(hv_status.HV_STATUS_INVALID_PARTITION_STATE, "partition time is frozen")
         page = self.page
-        if page.mapped:
-            dirty = page.dirty()
-            if dirty:
-                page.apply(self.processor, dirty)
-        if self._extints:
-            self._deliver_extints()
         p = self.processor
-        if self.notifications & NOTIFY_INTERRUPT:
-            p.request_interrupt_window(True)
+        if page.mapped:
+            dirty = _U32.unpack_from(page.view, OFF_DIRTY)[0]
+            if dirty:
+                page.apply(p, dirty)
+        if self._extints or self.notifications or self.partition.clock.frozen is not None:
+            self._before_run()
         msg = self.message if out is None else out
         self.running = True
         try:
@@ -132,6 +128,14 @@ class Vp:
             self.running = False
         if page.mapped:
             page.fill(p)
+
+    def _before_run(self) -> None:
+        if self.partition.frozen:
+            raise HvError(hv_status.HV_STATUS_INVALID_PARTITION_STATE, "partition time is frozen")
+        if self._extints:
+            self._deliver_extints()
+        if self.notifications & NOTIFY_INTERRUPT:
+            self.processor.request_interrupt_window(True)
 
     def _other(self, ex: Exit, msg: bytearray) -> None:
         """Every exit but the common port intercept: handle internal ones and
