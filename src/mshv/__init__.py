@@ -48,78 +48,35 @@ def close(fd: int) -> None:
 
 
 # The client API is built on the four calls above, so it is imported after them.
-from mshv.client import (
-    RWX as RWX,
-)
-from mshv.client import (
-    RX as RX,
-)
-from mshv.client import (
-    Device as Device,
-)
-from mshv.client import (
-    GpaIntercept as GpaIntercept,
-)
-from mshv.client import (
-    GuestMemory as GuestMemory,
-)
-from mshv.client import (
-    Halt as Halt,
-)
-from mshv.client import (
-    InterceptMessage as InterceptMessage,
-)
-from mshv.client import (
-    InvalidVpRegisterValue as InvalidVpRegisterValue,
-)
-from mshv.client import (
-    IoPortIntercept as IoPortIntercept,
-)
-from mshv.client import (
-    MemoryIntercept as MemoryIntercept,
-)
-from mshv.client import (
-    MemoryRegion as MemoryRegion,
-)
-from mshv.client import (
-    Message as Message,
-)
-from mshv.client import (
-    Partition as Partition,
-)
-from mshv.client import (
-    Segment as Segment,
-)
-from mshv.client import (
-    Table as Table,
-)
-from mshv.client import (
-    UnmappedGpa as UnmappedGpa,
-)
-from mshv.client import (
-    UnrecoverableException as UnrecoverableException,
-)
-from mshv.client import (
-    Vp as Vp,
-)
-from mshv.errors import (
-    BusyError as BusyError,
-)
-from mshv.errors import (
-    ClosedError as ClosedError,
-)
-from mshv.errors import (
-    EmulationError as EmulationError,
-)
-from mshv.errors import (
-    IoctlError as IoctlError,
-)
-from mshv.errors import (
-    MshvError as MshvError,
-)
-from mshv.errors import (
-    UnhandledIntercept as UnhandledIntercept,
-)
-from mshv.errors import (
-    UnsupportedError as UnsupportedError,
-)
+from mshv.client import RWX as RWX
+from mshv.client import RX as RX
+from mshv.client import ApicEoi as ApicEoi
+from mshv.client import CpuidIntercept as CpuidIntercept
+from mshv.client import Device as Device
+from mshv.client import ExceptionIntercept as ExceptionIntercept
+from mshv.client import GpaIntercept as GpaIntercept
+from mshv.client import GuestMemory as GuestMemory
+from mshv.client import Halt as Halt
+from mshv.client import InterceptMessage as InterceptMessage
+from mshv.client import InterruptionDeliverable as InterruptionDeliverable
+from mshv.client import InvalidVpRegisterValue as InvalidVpRegisterValue
+from mshv.client import IoPortIntercept as IoPortIntercept
+from mshv.client import MemoryIntercept as MemoryIntercept
+from mshv.client import MemoryRegion as MemoryRegion
+from mshv.client import Message as Message
+from mshv.client import MsrIntercept as MsrIntercept
+from mshv.client import Partition as Partition
+from mshv.client import Segment as Segment
+from mshv.client import SipiIntercept as SipiIntercept
+from mshv.client import Table as Table
+from mshv.client import UnmappedGpa as UnmappedGpa
+from mshv.client import UnrecoverableException as UnrecoverableException
+from mshv.client import UnsupportedFeature as UnsupportedFeature
+from mshv.client import Vp as Vp
+from mshv.errors import BusyError as BusyError
+from mshv.errors import ClosedError as ClosedError
+from mshv.errors import EmulationError as EmulationError
+from mshv.errors import IoctlError as IoctlError
+from mshv.errors import MshvError as MshvError
+from mshv.errors import UnhandledIntercept as UnhandledIntercept
+from mshv.errors import UnsupportedError as UnsupportedError

@@ -60,3 +60,30 @@ def long_mode_registers(rip: int = CODE64) -> dict[str, object]:
         "rip": rip,
         "rflags": 2,
     }
+
+
+# Real mode with the local APIC enabled in x2APIC mode (the APIC is then
+# reachable through MSRs; real-mode code cannot reach 0xfee00000).
+X2APIC_ON = """
+    mov ecx, 0x1b          ; IA32_APIC_BASE
+    rdmsr
+    or eax, 0xc00          ; EN | EXTD
+    wrmsr
+    mov ecx, 0x80f         ; spurious vector register: software enable
+    mov eax, 0x1ff
+    xor edx, edx
+    wrmsr
+"""
+X2APIC_EOI = """
+    mov ecx, 0x80b
+    xor eax, eax
+    xor edx, edx
+    wrmsr
+"""
+
+
+def ivt_entry(vector: int, handler: int) -> tuple[int, bytes]:
+    """(offset, bytes) of a real-mode interrupt vector table entry to 0:handler."""
+    import struct
+
+    return vector * 4, struct.pack("<HH", handler, 0)

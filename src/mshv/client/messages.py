@@ -234,6 +234,90 @@ class InvalidVpRegisterValue(Message):
         return int(self._p.vp_index)  # type: ignore[union-attr]
 
 
+class MsrIntercept(InterceptMessage):
+    """HVMSG_X64_MSR_INTERCEPT: RDMSR or WRMSR, not executed. For a write the
+    value is EDX:EAX (`value`)."""
+
+    payload_type = m.hv_x64_msr_intercept_message
+
+    @property
+    def msr(self) -> int:
+        return int(self._p.msr_number)  # type: ignore[union-attr]
+
+    @property
+    def rax(self) -> int:
+        return int(self._p.rax)  # type: ignore[union-attr]
+
+    @property
+    def rdx(self) -> int:
+        return int(self._p.rdx)  # type: ignore[union-attr]
+
+    @property
+    def value(self) -> int:
+        return (self.rdx & 0xFFFF_FFFF) << 32 | (self.rax & 0xFFFF_FFFF)
+
+    def __repr__(self) -> str:
+        op = "wrmsr" if self.is_write else "rdmsr"
+        return f"<MsrIntercept {op} {self.msr:#x} rip={self.rip:#x}>"
+
+
+class CpuidIntercept(InterceptMessage):
+    """HVMSG_X64_CPUID_INTERCEPT (not delivered by the KVM engine)."""
+
+    payload_type = m.hv_x64_cpuid_intercept_message
+
+
+class ExceptionIntercept(InterceptMessage):
+    """HVMSG_X64_EXCEPTION_INTERCEPT (not delivered by the KVM engine)."""
+
+    payload_type = m.hv_x64_exception_intercept_message
+
+    @property
+    def vector(self) -> int:
+        return int(self._p.exception_vector)  # type: ignore[union-attr]
+
+
+class ApicEoi(Message):
+    """HVMSG_X64_APIC_EOI: the guest ended a level-triggered interrupt."""
+
+    payload_type = m.hv_x64_apic_eoi_message
+
+    @property
+    def vp_index(self) -> int:
+        return int(self._p.vp_index)  # type: ignore[union-attr]
+
+    @property
+    def vector(self) -> int:
+        return int(self._p.interrupt_vector)  # type: ignore[union-attr]
+
+    def __repr__(self) -> str:
+        return f"<ApicEoi vp={self.vp_index} vector={self.vector:#x}>"
+
+
+class InterruptionDeliverable(InterceptMessage):
+    """HVMSG_X64_INTERRUPTION_DELIVERABLE: the guest can take the interrupt
+    the VMM asked to be told about (HV_X64_REGISTER_DELIVERABILITY_NOTIFICATIONS)."""
+
+    payload_type = m.hv_x64_interruption_deliverable_message
+
+    @property
+    def deliverable_type(self) -> int:
+        """hv_x64_pending_interruption_type: 0 interrupt, 2 NMI."""
+        return int(self._p.deliverable_type)  # type: ignore[union-attr]
+
+
+class SipiIntercept(InterceptMessage):
+    """HVMSG_X64_SIPI_INTERCEPT (not delivered by the KVM engine)."""
+
+    payload_type = m.hv_x64_sipi_intercept_message
+
+
+class UnsupportedFeature(Message):
+    """HVMSG_UNSUPPORTED_FEATURE."""
+
+    payload_type = m.hv_x64_unsupported_feature_message
+
+
 VIEW_TYPES: dict[int, type[Message]] = {
     T.HVMSG_X64_IO_PORT_INTERCEPT: IoPortIntercept,
     T.HVMSG_UNMAPPED_GPA: UnmappedGpa,
@@ -241,4 +325,11 @@ VIEW_TYPES: dict[int, type[Message]] = {
     T.HVMSG_X64_HALT: Halt,
     T.HVMSG_UNRECOVERABLE_EXCEPTION: UnrecoverableException,
     T.HVMSG_INVALID_VP_REGISTER_VALUE: InvalidVpRegisterValue,
+    T.HVMSG_X64_MSR_INTERCEPT: MsrIntercept,
+    T.HVMSG_X64_CPUID_INTERCEPT: CpuidIntercept,
+    T.HVMSG_X64_EXCEPTION_INTERCEPT: ExceptionIntercept,
+    T.HVMSG_X64_APIC_EOI: ApicEoi,
+    T.HVMSG_X64_INTERRUPTION_DELIVERABLE: InterruptionDeliverable,
+    T.HVMSG_X64_SIPI_INTERCEPT: SipiIntercept,
+    T.HVMSG_UNSUPPORTED_FEATURE: UnsupportedFeature,
 }

@@ -8,14 +8,18 @@ from dataclasses import dataclass
 
 import mshv
 from mshv.abi import ioctl as nr
+from mshv.abi.tlfs import hv_interrupt_type
 from mshv.abi.uapi import (
     HV_MAP_GPA_EXECUTABLE,
     HV_MAP_GPA_READABLE,
     HV_MAP_GPA_WRITABLE,
     HV_PARTITION_CREATION_FLAG_LAPIC_ENABLED,
     MSHV_VERSION,
+    mshv_assert_interrupt,
     mshv_create_partition,
     mshv_create_vp,
+    mshv_install_intercept,
+    mshv_partition_property,
     mshv_user_mem_region,
 )
 from mshv.client.vp import Vp
@@ -113,6 +117,39 @@ class Partition:
             flags=region.flags,
         )
         self._ioctl(nr.MSHV_UNMAP_GUEST_MEMORY, arg)
+
+    def install_intercept(self, kind: int, access_mask: int, parameter: int = 0) -> None:
+        """MSHV_INSTALL_INTERCEPT: `kind` is an hv_intercept_type, `access_mask`
+        HV_INTERCEPT_ACCESS_MASK_* bits."""
+        arg = mshv_install_intercept(access_type_mask=access_mask, intercept_type=kind)
+        arg.intercept_parameter.as_uint64 = parameter
+        self._ioctl(nr.MSHV_INSTALL_INTERCEPT, arg)
+
+    def assert_interrupt(
+        self,
+        vector: int,
+        dest: int = 0,
+        kind: int = hv_interrupt_type.HV_X64_INTERRUPT_TYPE_FIXED,
+        *,
+        level: bool = False,
+        logical: bool = False,
+    ) -> None:
+        """MSHV_ASSERT_INTERRUPT into the local APIC(s) at `dest` (callable
+        from any thread, running VPs included)."""
+        arg = mshv_assert_interrupt(dest_addr=dest, vector=vector)
+        arg.control.as_uint64 = kind | level << 32 | logical << 33
+        self._ioctl(nr.MSHV_ASSERT_INTERRUPT, arg)
+
+    def get_property(self, code: int) -> int:
+        """MSHV_GET_PARTITION_PROPERTY (codes: hv_partition_property_code)."""
+        arg = mshv_partition_property(property_code=code)
+        self._ioctl(nr.MSHV_GET_PARTITION_PROPERTY, arg)
+        return int(arg.property_value)
+
+    def set_property(self, code: int, value: int) -> None:
+        """MSHV_SET_PARTITION_PROPERTY."""
+        self._ioctl(nr.MSHV_SET_PARTITION_PROPERTY,
+                    mshv_partition_property(property_code=code, property_value=value))  # fmt: skip
 
     def create_vp(self, index: int = 0) -> Vp:
         """MSHV_CREATE_VP. The VP starts in the architectural reset state."""

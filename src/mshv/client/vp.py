@@ -11,14 +11,17 @@ from typing import TYPE_CHECKING
 import mshv
 from mshv.abi import ioctl as nr
 from mshv.abi.message import HV_MESSAGE_SIZE
+from mshv.abi.tlfs import hv_get_set_vp_state_type
 from mshv.abi.tlfs import hv_register_name as R
 from mshv.abi.uapi import (
     HV_VP_REGISTER_PAGE_OFFSETS,
     HV_X64_REGISTER_CLASS_IP,
     MSHV_VP_MAX_REGISTERS,
     MSHV_VP_MMAP_REGISTERS_OFFSET,
+    hv_local_interrupt_controller_state,
     hv_vp_register_page,
     mshv_vp_registers,
+    mshv_vp_state,
 )
 from mshv.client import registers as regs
 from mshv.client.messages import VIEW_TYPES, Message
@@ -35,6 +38,17 @@ _DIRTY = HV_VP_REGISTER_PAGE_OFFSETS["dirty"]
 _RIP = HV_VP_REGISTER_PAGE_OFFSETS["rip"]
 _DIRTY_IP = 1 << HV_X64_REGISTER_CLASS_IP
 _RUN_VP = nr.MSHV_RUN_VP
+_LAPIC = hv_get_set_vp_state_type.HV_GET_SET_VP_STATE_LOCAL_INTERRUPT_CONTROLLER_STATE
+_XSAVE = hv_get_set_vp_state_type.HV_GET_SET_VP_STATE_XSAVE
+
+
+def _address(buf: mmap.mmap) -> int:
+    anchor = ctypes.c_char.from_buffer(buf)
+    addr = ctypes.addressof(anchor)
+    del anchor
+    return addr
+
+
 _ioctl = mshv.ioctl
 
 
@@ -135,6 +149,41 @@ class Vp:
     def advance(self, msg: Message) -> None:
         """Step past an intercepted instruction: RIP = its RIP + its length."""
         self.set_rip(msg.next_rip)  # type: ignore[attr-defined]
+
+    def get_lapic_state(self) -> bytes:
+        """MSHV_GET_VP_STATE: the local APIC (hv_local_interrupt_controller_state)."""
+        buf = ctypes.create_string_buffer(ctypes.sizeof(hv_local_interrupt_controller_state))
+        self._state(nr.MSHV_GET_VP_STATE, _LAPIC, ctypes.addressof(buf), len(buf))
+        return buf.raw
+
+    def set_lapic_state(self, state: bytes) -> None:
+        buf = ctypes.create_string_buffer(state, len(state))
+        self._state(nr.MSHV_SET_VP_STATE, _LAPIC, ctypes.addressof(buf), len(buf))
+
+    def get_xsave(self, size: int, components: int = 0) -> bytes:
+        """MSHV_GET_VP_STATE: XSAVE data (compacted) in a page-aligned buffer
+        of `size` bytes (the MAX_XSAVE_DATA_SIZE property, rounded up)."""
+        pages = max(1, -(-size // PAGE_SIZE))
+        with mmap.mmap(-1, pages * PAGE_SIZE) as buf:
+            addr = _address(buf)
+            self._state(nr.MSHV_GET_VP_STATE, _XSAVE, addr, pages * PAGE_SIZE, components)
+            return buf[:size]
+
+    def set_xsave(self, data: bytes, components: int = 0) -> None:
+        pages = max(1, -(-len(data) // PAGE_SIZE))
+        with mmap.mmap(-1, pages * PAGE_SIZE) as buf:
+            buf[: len(data)] = data
+            addr = _address(buf)
+            self._state(nr.MSHV_SET_VP_STATE, _XSAVE, addr, pages * PAGE_SIZE, components)
+
+    def _state(self, request: int, kind: int, buf: int, size: int, components: int = 0) -> None:
+        arg = mshv_vp_state(type=kind, buf_size=size)
+        arg.buf.bytes = buf
+        arg.xsave.states = components
+        try:
+            mshv.ioctl(self.fd, request, arg)
+        except OSError as e:
+            raise from_oserror(e, nr.IOCTL_NAMES[request]) from e
 
     def _get(self, numbers: Iterable[int]) -> list[bytes]:
         nums = list(numbers)

@@ -173,6 +173,10 @@ class Processor(InterceptState, Protocol):
 
     def nmi_masked(self) -> bool: ...
 
+    def interrupt_outstanding(self, vector: int) -> bool:
+        """`vector` is requested or in service in the local APIC (not ended)."""
+        ...
+
     def interrupt_controller_state(self) -> bytes:
         """hv_local_interrupt_controller_state (176 bytes)."""
         ...
@@ -220,9 +224,15 @@ class Machine(Protocol):
         """Deliver an MSI to the local APICs; whether any accepted it."""
         ...
 
+    @property
+    def reports_eoi(self) -> bool:
+        """Whether EOIs of level-triggered vectors stop the processor
+        (Exit.APIC_EOI) once watched; if not, the hypervisor polls for them."""
+        ...
+
     def watch_eoi(self, vector: int) -> None:
         """Make the EOI of a level-triggered `vector` stop the processor
-        (Exit.APIC_EOI) on every processor."""
+        (Exit.APIC_EOI) on every processor, where the engine can."""
         ...
 
     def set_msr_intercepts(self, read: bool, write: bool, reads: frozenset[int]) -> None:

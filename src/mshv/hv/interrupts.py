@@ -66,10 +66,22 @@ class Controller:
         if not 0 <= dest <= 0xFF:
             raise HvError(hv_status.HV_STATUS_INVALID_PARAMETER, f"destination {dest:#x}")
         level &= mode in (0, 1)  # only fixed interrupts can be level-triggered
+        target = None
         if level:
             part.machine.watch_eoi(vector)
+            if not part.machine.reports_eoi:
+                # The engine cannot stop at the EOI: the target VP checks for it
+                # whenever it stops (docs/conformance.md), so it must be known.
+                target = part.vps.get(dest)
+                if logical or target is None:
+                    raise UnsupportedError(
+                        "a level-triggered interrupt needs a physical destination that is a VP "
+                        "on this host, whose KVM does not report EOIs"
+                    )
         address = MSI_ADDRESS | dest << 12 | (MSI_DEST_LOGICAL if logical else 0)
         data = (vector & 0xFF if mode in (0, 1, 6) else 0) | mode << 8 | MSI_ASSERT
+        if target is not None:
+            target.level_outstanding.add(vector)
         part.machine.signal_msi(address, data | (MSI_LEVEL if level else 0))
 
     def _extint(self, dest: int, vector: int) -> None:

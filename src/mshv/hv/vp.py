@@ -77,6 +77,7 @@ class Vp:
         self.vp_assist_page = 0
         self.icr = 0
         self._extints: deque[int] = deque()
+        self.level_outstanding: set[int] = set()  # level vectors whose EOI we look for
         self._lock = threading.Lock()
         self._eoi_message: int | None = None  # a level EOI done through the synthetic EOI MSR
         self._io_key: tuple[object, ...] | None = None  # the last I/O message and its inputs
@@ -107,6 +108,8 @@ class Vp:
             ex = p.run()
             while ex is _IO_PORT and p.exit.port == _HYPERCALL_PORT and self._hypercall():
                 ex = p.run()
+            if self.level_outstanding and ex is not Exit.INTERRUPTED and self._ended(ex, msg):
+                return
             if ex is _IO_PORT:
                 # Polling and delay loops stop at the same port with the same
                 # state again and again: reuse the message when nothing in it changed.
@@ -128,6 +131,20 @@ class Vp:
             self.running = False
         if page.mapped:
             page.fill(p)
+
+    def _ended(self, ex: Exit, msg: bytearray) -> bool:
+        """Report a level-triggered interrupt the guest has ended since it was
+        asserted, instead of this exit (whose instruction has not run and will
+        stop the VP again). For engines that cannot stop at the EOI itself."""
+        p = self.processor
+        for vector in sorted(self.level_outstanding):
+            if not p.interrupt_outstanding(vector):
+                self.level_outstanding.discard(vector)
+                if ex is Exit.MSR:
+                    p.cancel()
+                intercept.apic_eoi(msg, self.sender, self.index, vector)
+                return True
+        return False
 
     def _before_run(self) -> None:
         if self.partition.frozen:
@@ -170,6 +187,7 @@ class Vp:
                 interrupt = t.hv_x64_pending_interruption_type.HV_X64_PENDING_INTERRUPT
                 intercept.deliverable(msg, sender, index, p, interrupt)
             elif ex is Exit.APIC_EOI:
+                self.level_outstanding.discard(p.exit.eoi_vector)
                 intercept.apic_eoi(msg, sender, index, p.exit.eoi_vector)
             elif ex is Exit.MEMORY:
                 rng = self.partition.gpa_map.find(p.exit.gpa)

@@ -57,3 +57,13 @@ def highest_in_service(regs: bytes | bytearray) -> int | None:
 def clear_in_service(regs: bytearray, vector: int) -> None:
     off = ISR + 0x10 * (vector // 32)
     _U32.pack_into(regs, off, _U32.unpack_from(regs, off)[0] & ~(1 << (vector % 32)))
+
+
+IRR = 0x200
+
+
+def outstanding(regs: bytes | bytearray, vector: int) -> bool:
+    """`vector` is requested (IRR) or in service (ISR): not yet ended by EOI."""
+    shift, off = vector % 32, 0x10 * (vector // 32)
+    pending = _U32.unpack_from(regs, IRR + off)[0] | _U32.unpack_from(regs, ISR + off)[0]
+    return bool(pending >> shift & 1)

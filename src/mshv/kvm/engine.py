@@ -16,6 +16,7 @@ from mshv.kvm.locate import Host
 from mshv.kvm.memory import GuestMemory, alias_shared, unmap_alias
 from mshv.kvm.processor import KvmProcessor
 from mshv.kvm.system import Kvm, VmFd, system
+from mshv.kvm.vcpu import VcpuFd
 
 MAX_SLOTS = 509  # KVM_CAP_NR_MEMSLOTS is at least this on every x86 host
 # Addresses KVM needs for its own use on Intel hosts (real-mode TSS and
@@ -140,9 +141,13 @@ class KvmMachine:
     def signal_msi(self, address: int, data: int) -> bool:
         return self.vm.signal_msi(address, data) > 0
 
+    @property
+    def reports_eoi(self) -> bool:
+        return self.host.eoi_exits
+
     def watch_eoi(self, vector: int) -> None:
-        """A route for `vector` as a level-triggered broadcast MSI: KVM then
-        exits to userspace at its EOI on any vCPU (KVM_EXIT_IOAPIC_EOI)."""
+        """A route for `vector` as a level-triggered broadcast MSI makes KVM
+        exit at its EOI (KVM_EXIT_IOAPIC_EOI), on hosts that do (reports_eoi)."""
         with self._lock:
             if vector in self._routes or not self.lapic:
                 return
@@ -276,38 +281,118 @@ def engine() -> KvmEngine:
 
 
 def probe_host(kvm: Kvm) -> Host:
-    """Run `out dx, al` in a scratch VM and see where KVM leaves RIP."""
-    buf = mmap.mmap(-1, 0x1000)
-    vm = kvm.create_vm()
-    try:
-        anchor = ctypes.c_char.from_buffer(buf)
-        addr = ctypes.addressof(anchor)
-        del anchor
-        buf[0:2] = b"\xee\xf4"  # out dx, al; hlt
-        vm.set_tss_addr(TSS_ADDR)
-        vm.set_user_memory_region(0, 0, 0x1000, addr)
-        vcpu = vm.create_vcpu(0)
+    return Host(out_after=_probe_out(kvm), eoi_exits=_probe_eoi_exits(kvm))
+
+
+class _Scratch:
+    """A throwaway VM with one page of memory at GPA 0 and one vCPU in real mode."""
+
+    def __init__(self, kvm: Kvm, code: dict[int, bytes], *, lapic: bool = False) -> None:
+        self.buf = mmap.mmap(-1, 0x2000)
+        self.vm = kvm.create_vm()
+        self.vcpu: VcpuFd | None = None
         try:
-            sregs = vcpu.get_sregs()
+            anchor = ctypes.c_char.from_buffer(self.buf)
+            addr = ctypes.addressof(anchor)
+            del anchor
+            for off, data in code.items():
+                self.buf[off : off + len(data)] = data
+            self.vm.set_tss_addr(TSS_ADDR)
+            if lapic:
+                self.vm.enable_cap(k.KVM_CAP_SPLIT_IRQCHIP, EOI_ROUTES)
+            self.vm.set_user_memory_region(0, 0, 0x2000, addr)
+            self.vcpu = self.vm.create_vcpu(0)
+            self.vcpu.set_cpuid2(kvm.supported_cpuid())
+            sregs = self.vcpu.get_sregs()
             sregs.cs.base = 0
             sregs.cs.selector = 0
-            vcpu.set_sregs(sregs)
-            regs = vcpu.get_regs()
-            regs.rip = 0
-            regs.rflags = 2
-            vcpu.set_regs(regs)
+            if lapic:
+                sregs.apic_base = MSI_ADDRESS | 0xD00  # enabled, x2APIC, BSP
+            self.vcpu.set_sregs(sregs)
+        except BaseException:
+            self.close()
+            raise
+
+    def start(self, rip: int) -> VcpuFd:
+        assert self.vcpu is not None
+        regs = self.vcpu.get_regs()
+        regs.rip, regs.rflags, regs.rsp = rip, 2, 0x800
+        self.vcpu.set_regs(regs)
+        return self.vcpu
+
+    def exit_reason(self) -> int:
+        assert self.vcpu is not None
+        return int(struct.unpack_from("<I", self.vcpu.page, k.RUN_EXIT_REASON)[0])
+
+    def close(self) -> None:
+        if self.vcpu is not None:
+            self.vcpu.close()
+        self.vm.close()
+        self.buf.close()
+
+
+def _probe_out(kvm: Kvm) -> bool:
+    """Run `out dx, al` and see whether KVM leaves RIP after it."""
+    try:
+        vm = _Scratch(kvm, {0x1000: b"\xee\xf4"})  # out dx, al; hlt
+        try:
+            vcpu = vm.start(0x1000)
             vcpu.run()
-            reason = struct.unpack_from("<I", vcpu.page, k.RUN_EXIT_REASON)[0]
-            if reason != k.KVM_EXIT_IO:
-                raise EngineError(f"host probe: expected an I/O exit, got KVM exit {reason}")
+            if vm.exit_reason() != k.KVM_EXIT_IO:
+                raise EngineError(f"host probe: expected an I/O exit, got {vm.exit_reason()}")
             rip = vcpu.get_regs().rip
         finally:
-            vcpu.close()
+            vm.close()
     except OSError as e:
         raise EngineError(f"host probe failed: {e}") from e
+    if rip not in (0x1000, 0x1001):
+        raise EngineError(f"host probe: RIP {rip:#x} after `out dx, al` at 0x1000", errno.EIO)
+    return bool(rip == 0x1001)
+
+
+# A real-mode guest whose handler for vector 0x40 writes the x2APIC EOI MSR
+# and then `out 0x80, al`; the main code enables interrupts and, if none
+# comes, reports on port 0x81. Nothing in it can block in the kernel.
+_EOI_MAIN = bytes.fromhex("fb90909090e681f4")  # sti; nop x4; out 0x81, al; hlt
+_EOI_HANDLER = bytes.fromhex(
+    "66b90b0800006631c06631d20f30e680f4"
+)  # mov ecx, 0x80b; xor eax, eax; xor edx, edx; wrmsr; out 0x80, al; hlt
+_EOI_VECTOR = 0x40
+
+
+def _probe_eoi_exits(kvm: Kvm) -> bool:
+    """Whether KVM exits to userspace (KVM_EXIT_IOAPIC_EOI) at the EOI of a
+    level-triggered interrupt routed as split-irqchip IOAPIC pin. Hardware
+    KVM does; the nested kvm_pvm of the development hosts does not."""
+    ivt = struct.pack("<HH", 0x200, 0)
+    code = {4 * _EOI_VECTOR: ivt, 0x200: _EOI_HANDLER, 0x1000: _EOI_MAIN}
+    try:
+        vm = _Scratch(kvm, code, lapic=True)
+    except OSError:
+        return False
+    try:
+        vcpu = vm.start(0x1000)
+        lapic = vcpu.get_lapic()
+        struct.pack_into("<I", lapic.regs, 0xF0, 0x1FF)  # software-enable the APIC
+        vcpu.set_lapic(lapic)
+        entry = k.kvm_irq_routing_entry(gsi=_EOI_VECTOR, type=k.KVM_IRQ_ROUTING_MSI)
+        entry.msi.address_lo = MSI_ADDRESS | MSI_BROADCAST << 12
+        entry.msi.data = _EOI_VECTOR | MSI_LEVEL | MSI_ASSERT
+        buf = bytearray(8) + bytes(entry)
+        k.kvm_irq_routing_header.from_buffer(buf).nr = 1
+        fcntl.ioctl(vm.vm.fd, k.KVM_SET_GSI_ROUTING, buf)
+        vm.vm.signal_msi(MSI_ADDRESS, _EOI_VECTOR | MSI_LEVEL | MSI_ASSERT)
+        for _ in range(4):
+            vcpu.run()
+            reason = vm.exit_reason()
+            if reason == k.KVM_EXIT_IOAPIC_EOI:
+                return True
+            if reason != k.KVM_EXIT_IO:
+                return False
+            if struct.unpack_from("<BBH", vcpu.page, k.RUN_EXIT_UNION)[2] in (0x80, 0x81):
+                return False
+        return False
+    except OSError:
+        return False
     finally:
         vm.close()
-        buf.close()
-    if rip not in (0, 1):
-        raise EngineError(f"host probe: RIP {rip:#x} after `out dx, al` at 0", errno.EIO)
-    return Host(out_after=rip == 1)

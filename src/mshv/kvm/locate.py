@@ -65,6 +65,7 @@ class Host:
     restart (RIP at); reads wait for their data (RIP at)."""
 
     out_after: bool
+    eoi_exits: bool = True  # KVM reports EOIs of routed level-triggered vectors
 
 
 @dataclass(frozen=True, slots=True)

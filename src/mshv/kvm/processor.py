@@ -82,7 +82,12 @@ class KvmProcessor:
     """`mshv.hv.engine.Processor` on a KVM vCPU."""
 
     def __init__(
-        self, vcpu: VcpuFd, index: int, memory: GuestMemory, host: Host, layout: xsave.Layout
+        self,
+        vcpu: VcpuFd,
+        index: int,
+        memory: GuestMemory,
+        host: Host,
+        layout: xsave.Layout,
     ) -> None:
         self.exit = ExitInfo()
         self.index = index
@@ -107,6 +112,7 @@ class KvmProcessor:
         self._kvm_rip: int | None = None  # RIP inside KVM when only our rewind differs
         self._msr_pending = False  # a userspace RDMSR/WRMSR waits for complete_msr/cancel
         self._xsave_layout = layout
+        self._eoi_reported: int | None = None  # reported already; KVM may exit for it too
         self._state_raw = b""
         self._state_ver = 0
         self._ver_current = False
@@ -459,10 +465,16 @@ class KvmProcessor:
         except OSError:
             return None
 
+    def interrupt_outstanding(self, vector: int) -> bool:
+        return apic.outstanding(bytes(self._vcpu.get_lapic().regs), vector)
+
     def _eoi(self) -> Exit:
         # Split irqchip: KVM tells userspace of every EOI of a vector that a
         # routed level-triggered MSI uses; only a level-triggered one is news.
         vector = self._page[_EXIT_UNION]
+        if vector == self._eoi_reported:
+            self._eoi_reported = None
+            return self.run()
         if apic.level_triggered(bytes(self._vcpu.get_lapic().regs), vector):
             self.exit.eoi_vector = vector
             return Exit.APIC_EOI
@@ -484,7 +496,12 @@ class KvmProcessor:
         if _U64.unpack_from(self._page, _CRS_OFF + 48)[0] & _X2APIC_ENABLE:
             vector = apic.highest_in_service(regs)
             self._vcpu.set_msrs({_X2APIC_EOI: 0})  # KVM's own EOI path
-            return None if vector is None else (vector, apic.level_triggered(regs, vector))
+            if vector is None:
+                return None
+            level = apic.level_triggered(regs, vector)
+            if level:
+                self._eoi_reported = vector  # KVM may also exit for it
+            return vector, level
         vector = apic.highest_in_service(regs)
         if vector is None:
             return None
