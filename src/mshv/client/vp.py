@@ -179,7 +179,7 @@ class Vp:
     def _state(self, request: int, kind: int, buf: int, size: int, components: int = 0) -> None:
         arg = mshv_vp_state(type=kind, buf_size=size)
         arg.buf.bytes = buf
-        arg.xsave.states = components
+        arg.xsave.states.as_uint64 = components
         try:
             mshv.ioctl(self.fd, request, arg)
         except OSError as e:

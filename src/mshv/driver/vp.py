@@ -148,7 +148,7 @@ class VpFile(File):
                 raise OSError(errno.EINVAL, f"LAPIC state needs {LAPIC_STATE_SIZE} bytes")
         else:
             raise OSError(errno.EINVAL, f"VP state type {kind:#x} is not supported")
-        return kind, int(s.xsave.flags), int(s.xsave.states), buf, size
+        return kind, int(s.xsave.flags), int(s.xsave.states.as_uint64), buf, size
 
     def _get_state(self, arg: Any) -> int:
         kind, flags, states, buf, size = self._state_args(arg)

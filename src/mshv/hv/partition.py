@@ -41,7 +41,6 @@ class Partition:
         self.processors_per_socket = 1
         self.intercepts = intercepts.Table(machine)
         self.interrupts = interrupts.Controller(self)
-        self._frozen_tsc: dict[int, int] = {}
 
     # --- HvMapGpaPages / HvUnmapGpaPages --------------------------------------------
 
@@ -85,8 +84,6 @@ class Partition:
             leaves = synthetic.cpuid_leaves(self.synthetic_features, self.processors_per_socket)
             processor = self.machine.create_processor(index, leaves)
             try:
-                if self.clock.frozen is not None and self._frozen_tsc:
-                    processor.set_tsc(next(iter(self._frozen_tsc.values())))
                 self.clock.anchor(processor.tsc())
                 vp = Vp(self, index, processor)
             except BaseException:
@@ -130,19 +127,18 @@ class Partition:
         self._write_tsc_page()
 
     def set_time_freeze(self, freeze: bool) -> None:
-        """Frozen, reference time and the VPs' TSCs stand still: the time spent
-        frozen is taken out of every VP's TSC when the partition thaws."""
+        """Frozen, reference time stands still and VPs do not run; on thawing
+        it goes on from where it stopped (the reference TSC page is rewritten).
+        The VPs' own TSCs are not stopped (docs/conformance.md)."""
         if freeze == (self.clock.frozen is not None):
             return
         if freeze:
             self.clock.frozen = self.reference_time(None)
-            self._frozen_tsc = {i: vp.processor.tsc() for i, vp in self.vps.items()}
             return
-        for i, vp in self.vps.items():
-            if i in self._frozen_tsc:
-                vp.processor.set_tsc(self._frozen_tsc[i])
-        self._frozen_tsc.clear()
+        value = self.clock.frozen
         self.clock.frozen = None
+        if value is not None:
+            self.set_reference_time(value)
 
     @property
     def frozen(self) -> bool:

@@ -53,9 +53,26 @@ def check(features: int) -> None:
         raise UnsupportedError(f"synthetic processor features {', '.join(names)} are not provided")
 
 
+# Synthetic feature bit -> bit of the TLFS partition privilege mask (CPUID
+# 0x40000003 EAX). The privilege mask keeps bits 7-8 for the reset and
+# statistics MSRs, which have no feature bit, so the mapping is not a shift.
+_PRIVILEGE_BIT = {
+    F.access_vp_run_time_reg: 0,
+    F.access_partition_reference_counter: 1,
+    F.access_synic_regs: 2,
+    F.access_synthetic_timer_regs: 3,
+    F.access_intr_ctrl_regs: 4,
+    F.access_hypercall_regs: 5,
+    F.access_vp_index: 6,
+    F.access_partition_reference_tsc: 9,
+    F.access_guest_idle_reg: 10,
+    F.access_frequency_regs: 11,
+}
+
+
 def privileges(features: int) -> int:
-    """HV_PARTITION_PRIVILEGE_MASK: the access bits are the feature bits 2..11."""
-    return (features >> F.access_vp_run_time_reg) & 0xFFF
+    """The partition privilege mask the guest reads from CPUID 0x40000003."""
+    return sum(1 << bit for feature, bit in _PRIVILEGE_BIT.items() if features >> feature & 1)
 
 
 def cpuid_leaves(features: int, logical_processors: int) -> dict[int, tuple[int, int, int, int]]:
