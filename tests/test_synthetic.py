@@ -70,7 +70,25 @@ delay:
     rdmsr
     sub eax, esi
     out 0x80, eax                 ; how much it advanced
+    call page_time                ; reference time from the TSC page, twice
+    mov r12, rax
+    mov ebx, 20000
+delay2:
+    dec ebx
+    jnz delay2
+    call page_time
+    sub rax, r12
+    out 0x80, eax                 ; how much it advanced
     hlt
+page_time:                        ; ((tsc * scale) >> 64) + offset
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    mov rdi, {TSC_PAGE}
+    mul qword ptr [rdi + 8]
+    mov rax, rdx
+    add rax, qword ptr [rdi + 16]
+    ret
 """
 
 
@@ -110,6 +128,7 @@ def test_linux_profile(device: mshv.Device) -> None:
             tsc_hz = part.get_property(0x00060009)  # PROCESSOR_CLOCK_FREQUENCY
             assert out[8] == tsc_hz & 0xFFFF_FFFF
             assert out[9] > 0  # reference time advanced (100 ns units)
+            assert 0 < out[10] < 10_000_000  # so did the guest's own reading of the TSC page
             assert vp.get_registers("guest_os_id", "hypercall") == {
                 "guest_os_id": 0x1234, "hypercall": HYPERCALL_PAGE | 1}  # fmt: skip
             # The hypercall page holds code that reaches the hypervisor.

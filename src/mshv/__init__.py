@@ -73,6 +73,7 @@ from mshv.client import UnmappedGpa as UnmappedGpa
 from mshv.client import UnrecoverableException as UnrecoverableException
 from mshv.client import UnsupportedFeature as UnsupportedFeature
 from mshv.client import Vp as Vp
+from mshv.client import VpState as VpState
 from mshv.errors import BusyError as BusyError
 from mshv.errors import ClosedError as ClosedError
 from mshv.errors import EmulationError as EmulationError

@@ -24,4 +24,5 @@ from mshv.client.partition import MemoryRegion as MemoryRegion
 from mshv.client.partition import Partition as Partition
 from mshv.client.registers import Segment as Segment
 from mshv.client.registers import Table as Table
+from mshv.client.state import VpState as VpState
 from mshv.client.vp import Vp as Vp

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import mshv
 from mshv.abi import ioctl as nr
-from mshv.abi.tlfs import hv_interrupt_type
+from mshv.abi.tlfs import hv_interrupt_type, hv_partition_property_code
 from mshv.abi.uapi import (
     HV_MAP_GPA_EXECUTABLE,
     HV_MAP_GPA_READABLE,
@@ -76,9 +76,11 @@ class Partition:
     """A partition fd. Closing it closes the VPs created through it too; the
     partition itself goes when its last fd does."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, *, lapic: bool = False) -> None:
         self._fd = fd
+        self.lapic = lapic  # created with HV_PARTITION_CREATION_FLAG_LAPIC_ENABLED
         self.vps: dict[int, Vp] = {}
+        self._xsave_size: int | None = None
 
     @property
     def fd(self) -> int:
@@ -151,6 +153,15 @@ class Partition:
         self._ioctl(nr.MSHV_SET_PARTITION_PROPERTY,
                     mshv_partition_property(property_code=code, property_value=value))  # fmt: skip
 
+    @property
+    def xsave_size(self) -> int:
+        """Bytes of a VP's XSAVE data (the MAX_XSAVE_DATA_SIZE property)."""
+        if self._xsave_size is None:
+            self._xsave_size = self.get_property(
+                hv_partition_property_code.HV_PARTITION_PROPERTY_MAX_XSAVE_DATA_SIZE
+            )
+        return self._xsave_size
+
     def create_vp(self, index: int = 0) -> Vp:
         """MSHV_CREATE_VP. The VP starts in the architectural reset state."""
         fd = self._ioctl(nr.MSHV_CREATE_VP, mshv_create_vp(vp_index=index))
@@ -200,7 +211,7 @@ class Device:
             fd = mshv.ioctl(self.fd, nr.MSHV_CREATE_PARTITION, arg)
         except OSError as e:
             raise from_oserror(e, "MSHV_CREATE_PARTITION") from e
-        return Partition(fd)
+        return Partition(fd, lapic=bool(arg.flags & HV_PARTITION_CREATION_FLAG_LAPIC_ENABLED))
 
     def close(self) -> None:
         fd, self._fd = self._fd, -1

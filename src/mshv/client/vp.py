@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import struct
@@ -24,7 +25,9 @@ from mshv.abi.uapi import (
     mshv_vp_state,
 )
 from mshv.client import registers as regs
+from mshv.client import state
 from mshv.client.messages import VIEW_TYPES, Message
+from mshv.client.state import VpState
 from mshv.errors import BusyError, ClosedError, from_oserror
 
 if TYPE_CHECKING:
@@ -88,7 +91,8 @@ class Vp:
 
     @property
     def register_page(self) -> hv_vp_register_page | None:
-        """The mapped hv_vp_register_page (valid while the VP is suspended)."""
+        """The mapped hv_vp_register_page (valid while the VP is suspended).
+        The view keeps the mapping alive past close()."""
         if self._page is None:
             return None
         return hv_vp_register_page.from_buffer(self._page)
@@ -176,6 +180,26 @@ class Vp:
             addr = _address(buf)
             self._state(nr.MSHV_SET_VP_STATE, _XSAVE, addr, pages * PAGE_SIZE, components)
 
+    def save_state(self) -> VpState:
+        """Registers, XSAVE data and local APIC: what restore_state needs to
+        continue this VP, here or in another partition. Take it while the VP
+        is stopped (between runs)."""
+        registers = self.get_registers(*state.ARCHITECTURAL, *state.EVENTS)
+        xsave = self.get_xsave(self.partition.xsave_size)
+        lapic = self.get_lapic_state() if self.partition.lapic else None
+        return VpState(registers, xsave, lapic)
+
+    def restore_state(self, saved: VpState) -> None:
+        """Put back a saved state, in the order the modes need: registers
+        (CR4, XCR0, APIC base), XSAVE, local APIC, then pending events and
+        the activity state. A failure can leave the VP partly restored."""
+        values = saved.registers
+        self.set_registers({n: values[n] for n in state.ARCHITECTURAL if n in values})
+        self.set_xsave(saved.xsave)
+        if saved.lapic is not None:
+            self.set_lapic_state(saved.lapic)
+        self.set_registers({n: values[n] for n in state.EVENTS if n in values})
+
     def _state(self, request: int, kind: int, buf: int, size: int, components: int = 0) -> None:
         arg = mshv_vp_state(type=kind, buf_size=size)
         arg.buf.bytes = buf
@@ -216,9 +240,10 @@ class Vp:
 
     def close(self) -> None:
         fd, self._fd = self._fd, -1
-        if self._page is not None:
-            self._page.close()
-            self._page = None
+        page, self._page = self._page, None
+        if page is not None:
+            with contextlib.suppress(BufferError):  # a register_page view keeps it alive
+                page.close()
         if fd >= 0:
             mshv.close(fd)
 

@@ -299,7 +299,17 @@ class Vp:
 
     # --- registers -----------------------------------------------------------------
 
+    def _take_page(self) -> None:
+        """Registers the VMM marked dirty in the register page are the VP's
+        now: register calls and VP state see them, and a later set wins."""
+        page = self.page
+        if page.mapped:
+            dirty = _U32.unpack_from(page.view, OFF_DIRTY)[0]
+            if dirty:
+                page.apply(self.processor, dirty)
+
     def get_registers(self, names: Sequence[int]) -> list[bytes]:
+        self._take_page()
         if not _HYPERVISOR_REGISTERS.intersection(names):
             return self.processor.get_registers(names)
         return [self._get_one(n) for n in names]
@@ -336,6 +346,7 @@ class Vp:
                 raise HvError(
                     hv_status.HV_STATUS_INVALID_PARAMETER, "the suspend registers belong to RUN_VP"
                 )
+        self._take_page()
         if len(names) == 1 and names[0] == R.HV_X64_REGISTER_RIP:
             self.processor.set_rip(_U64.unpack_from(values[0])[0])
         elif _HYPERVISOR_REGISTERS.intersection(names):
@@ -384,6 +395,7 @@ class Vp:
     # --- VP state (HvGet/SetVpState) ----------------------------------------------------
 
     def get_state(self, kind: int, flags: int, states: int) -> bytes:
+        self._take_page()
         p = self.processor
         if kind == _LAPIC_STATE:
             self._require_lapic()
@@ -394,6 +406,7 @@ class Vp:
         return bytes(image)
 
     def set_state(self, kind: int, flags: int, states: int, data: bytes) -> None:
+        self._take_page()
         p = self.processor
         if kind == _LAPIC_STATE:
             self._require_lapic()

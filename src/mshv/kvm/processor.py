@@ -111,6 +111,8 @@ class KvmProcessor:
         self._mode_info = (0, 0, 0, 0)  # cs_base, bits (protected, no VM), pe, paging
         self._kvm_rip: int | None = None  # RIP inside KVM when only our rewind differs
         self._msr_pending = False  # a userspace RDMSR/WRMSR waits for complete_msr/cancel
+        # A new AP of a partition with a local APIC waits for INIT and SIPI.
+        self.startup = vcpu.get_mp_state() == k.KVM_MP_STATE_UNINITIALIZED
         self._xsave_layout = layout
         self._eoi_reported: int | None = None  # reported already; KVM may exit for it too
         self._state_raw = b""
@@ -129,6 +131,8 @@ class KvmProcessor:
     def run(self) -> Exit:
         if self._msr_pending:
             raise EngineError("an MSR access is pending: complete_msr() or cancel() it first")
+        if self.startup and self._wait_for_startup():
+            return Exit.INTERRUPTED
         page = self._page
         dirty = self._dirty
         if dirty:
@@ -170,6 +174,29 @@ class KvmProcessor:
         if reason == k.KVM_EXIT_IOAPIC_EOI:
             return self._eoi()
         raise EngineError(f"KVM exit reason {reason} is not handled by the KVM engine")
+
+    def _wait_for_startup(self) -> bool:
+        """Block until INIT or SIPI wakes a VP that never ran; True if a
+        signal came first. KVM then returns EAGAIN without running the guest
+        and without reading the sync area, so what the VMM set goes in first."""
+        page, vcpu, dirty = self._page, self._vcpu, self._dirty
+        if dirty & k.KVM_SYNC_X86_REGS:
+            vcpu.set_regs(k.kvm_regs.from_buffer_copy(page, k.RUN_SYNC_REGS))
+        if dirty & k.KVM_SYNC_X86_SREGS:
+            vcpu.set_sregs(k.kvm_sregs.from_buffer_copy(page, _SR))
+        if dirty & k.KVM_SYNC_X86_EVENTS:
+            vcpu.set_vcpu_events(k.kvm_vcpu_events.from_buffer_copy(page, _EV))
+        self._dirty = 0
+        self.invalidate()
+        try:
+            ioctl_int(self._fd, _KVM_RUN, 0)
+        except InterruptedError:
+            page[k.RUN_IMMEDIATE_EXIT] = 0
+            return True
+        except BlockingIOError:
+            pass
+        self.startup = False  # INIT came: the next entry waits for SIPI as a normal run
+        return False
 
     def kick(self) -> None:
         self._page[k.RUN_IMMEDIATE_EXIT] = 1

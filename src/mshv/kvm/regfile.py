@@ -29,6 +29,8 @@ _DEBUG_SIZE = ctypes.sizeof(k.kvm_debugregs)
 
 
 class _Owner(Protocol):
+    startup: bool  # waiting for INIT/SIPI before its first run
+
     def mark_dirty(self, flags: int) -> None: ...
     def invalidate(self) -> None: ...
 
@@ -102,6 +104,8 @@ class RegisterFile:
             elif cls == rg.ISTATE:
                 shadow = 1 if events.interrupt_shadow else 0
                 v = rg.value_bytes(shadow | (2 if events.nmi_masked else 0))
+            elif cls == rg.ACTIVITY:
+                v = rg.value_bytes(rg.activity_to_hv(self._vcpu.get_mp_state()))
             else:  # CONST: the initial APIC id, which is the VP index
                 v = rg.value_bytes(self._index)
             out.append(v)
@@ -134,6 +138,7 @@ class RegisterFile:
         xsave = bytearray(bytes(self._vcpu.get_xsave())) if rg.XSAVE in need else None
         debug = bytearray(bytes(self._vcpu.get_debugregs())) if rg.DEBUG in need else None
         xcr0: int | None = None
+        mp_state: int | None = None
         msrs: dict[int, int] = {}
         touched_events = False
         for (cls, key), value, name in zip(kinds, values, names, strict=True):
@@ -164,6 +169,13 @@ class RegisterFile:
                         hv_status.HV_STATUS_INVALID_REGISTER_VALUE,
                         f"pending interruption {v64:#x} cannot be held by the KVM engine",
                     )
+            elif cls == rg.ACTIVITY:
+                mp_state = rg.activity_from_hv(v64)
+                if mp_state is None:
+                    raise HvError(
+                        hv_status.HV_STATUS_INVALID_REGISTER_VALUE,
+                        f"internal activity state {v64:#x} cannot be held by the KVM engine",
+                    )
             elif cls == rg.ISTATE:
                 touched_events = True
                 events.interrupt_shadow = 1 if v64 & 1 else 0
@@ -171,7 +183,9 @@ class RegisterFile:
                 events.flags |= k.KVM_VCPUEVENT_VALID_SHADOW
             else:
                 raise _invalid(f"register {register_label(name)} is read-only")
-        self._apply(regs, sregs, events if touched_events else None, xsave, debug, xcr0, msrs)
+        self._apply(
+            regs, sregs, events if touched_events else None, xsave, debug, xcr0, msrs, mp_state
+        )
 
     def _apply(
         self,
@@ -182,6 +196,7 @@ class RegisterFile:
         debug: bytearray | None,
         xcr0: int | None,
         msrs: dict[int, int],
+        mp_state: int | None = None,
     ) -> None:
         page = self._page
         vcpu = self._vcpu
@@ -215,6 +230,10 @@ class RegisterFile:
         if msrs:
             old_m = self._get_msrs(list(msrs))
             steps.append(("MSR", lambda: vcpu.set_msrs(msrs), lambda: vcpu.set_msrs(old_m)))
+        if mp_state is not None:
+            old_mp = vcpu.get_mp_state()
+            steps.append(("internal activity state", lambda: vcpu.set_mp_state(mp_state),
+                          lambda: vcpu.set_mp_state(old_mp)))  # fmt: skip
         for what, do, revert in steps:
             try:
                 do()
@@ -226,6 +245,8 @@ class RegisterFile:
                     f"KVM refused the {what} value: {e.strerror}",
                 ) from e
             undo.append(revert)
+        if mp_state is not None:
+            self._owner.startup = False  # whatever it waits for now, KVM_RUN waits normally
         # Applied: keep the sync-area copy current. GPRs go in on the next entry.
         page[_SR:_SREGS_END] = sregs
         self._owner.invalidate()

@@ -19,7 +19,7 @@ _SEG = struct.Struct("<QIHH")  # hv_x64_segment_register
 _TABLE = struct.Struct("<6xHQ")  # hv_x64_table_register: pad[3], limit, base
 
 # Classes of KVM state.
-GPR, SEG, DTABLE, CREG, XSAVE, DEBUG, XCR, MSR, PENDING, ISTATE, CONST = range(11)
+GPR, SEG, DTABLE, CREG, XSAVE, DEBUG, XCR, MSR, PENDING, ISTATE, CONST, ACTIVITY = range(12)
 
 # kvm_regs index of each TLFS general-purpose register, then RIP and RFLAGS.
 _KVM_GPR = {
@@ -123,7 +123,27 @@ def classify(name: int) -> tuple[int, int] | None:
         return ISTATE, 0
     if name == R.HV_X64_REGISTER_INITIAL_APIC_ID:
         return CONST, 0
+    if name == R.HV_REGISTER_INTERNAL_ACTIVITY_STATE:
+        return ACTIVITY, 0
     return None
+
+
+# HV_REGISTER_INTERNAL_ACTIVITY_STATE bits and KVM's multiprocessing states.
+STARTUP_SUSPEND, HALT_SUSPEND = 1, 2
+
+
+def activity_to_hv(mp_state: int) -> int:
+    """A VP waiting for INIT or SIPI is startup-suspended; HLT halt-suspends."""
+    if mp_state in (k.KVM_MP_STATE_UNINITIALIZED, k.KVM_MP_STATE_INIT_RECEIVED):
+        return STARTUP_SUSPEND
+    return HALT_SUSPEND if mp_state == k.KVM_MP_STATE_HALTED else 0
+
+
+def activity_from_hv(value: int) -> int | None:
+    """KVM's state for an activity value, None for one it cannot hold
+    (idle suspend, or both bits)."""
+    return {0: k.KVM_MP_STATE_RUNNABLE, STARTUP_SUSPEND: k.KVM_MP_STATE_INIT_RECEIVED,
+            HALT_SUSPEND: k.KVM_MP_STATE_HALTED}.get(value)  # fmt: skip
 
 
 # --- conversions -------------------------------------------------------------
