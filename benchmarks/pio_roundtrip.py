@@ -20,11 +20,10 @@ The last line is `ratio: <mshv per round trip / KVM per exit>` for the first.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-import tempfile
 import time
+
+from _c import c_program, interleaved
 
 import mshv
 
@@ -79,18 +78,6 @@ int main(int argc, char **argv) {
 """
 
 
-def kvm_baseline(n: int, changing: bool = False) -> float:
-    with tempfile.TemporaryDirectory() as d:
-        src = os.path.join(d, "pio.c")
-        exe = os.path.join(d, "pio")
-        with open(src, "w") as f:
-            f.write(C_BASELINE)
-        subprocess.run(["gcc", "-O2", "-o", exe, src], check=True)
-        argv = [exe, str(n)] + (["changing"] if changing else [])
-        out = subprocess.run(argv, check=True, capture_output=True, text=True)
-        return float(out.stdout)
-
-
 def mshv_roundtrip(n: int, guest: bytes = GUEST) -> float:
     with (
         mshv.Device() as dev,
@@ -120,12 +107,19 @@ def mshv_roundtrip(n: int, guest: bytes = GUEST) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-n", type=int, default=50_000, help="round trips per measurement")
+    ap.add_argument("-n", type=int, default=20_000, help="round trips per measurement")
+    ap.add_argument("-r", "--rounds", type=int, default=5, help="measurements of each (median)")
     args = ap.parse_args()
-    base2 = kvm_baseline(args.n, changing=True)
-    rt2 = mshv_roundtrip(args.n, CHANGING)
-    base = kvm_baseline(args.n)
-    rt = mshv_roundtrip(args.n)
+    n = args.n
+    with c_program(C_BASELINE) as kvm:
+        base2, rt2, base, rt = interleaved(
+            args.rounds,
+            lambda: float(kvm(n, "changing")),
+            lambda: mshv_roundtrip(n, CHANGING),
+            lambda: float(kvm(n)),
+            lambda: mshv_roundtrip(n),
+        )
+    print(f"median of {args.rounds} interleaved measurements of {n} round trips each")
     print("guest with RAX changing at every exit (no message reuse):")
     print(f"  raw KVM from C, one OUT exit:                  {base2 * 1e6:8.2f} us")
     print(f"  mshv RUN_VP, IO-port intercept round trip:     {rt2 * 1e6:8.2f} us")

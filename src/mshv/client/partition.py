@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap as _mmap
+import struct
 from dataclasses import dataclass
 
 import mshv
@@ -28,6 +29,9 @@ from mshv.errors import ClosedError, from_oserror
 PAGE = 0x1000
 RWX = HV_MAP_GPA_READABLE | HV_MAP_GPA_WRITABLE | HV_MAP_GPA_EXECUTABLE
 RX = HV_MAP_GPA_READABLE | HV_MAP_GPA_EXECUTABLE
+# mshv_assert_interrupt packed directly: assertion is on the interrupt latency path.
+_ASSERT = struct.Struct("<QQI4x")
+assert _ASSERT.size == ctypes.sizeof(mshv_assert_interrupt)
 
 
 class GuestMemory:
@@ -138,9 +142,11 @@ class Partition:
     ) -> None:
         """MSHV_ASSERT_INTERRUPT into the local APIC(s) at `dest` (callable
         from any thread, running VPs included)."""
-        arg = mshv_assert_interrupt(dest_addr=dest, vector=vector)
-        arg.control.as_uint64 = kind | level << 32 | logical << 33
-        self._ioctl(nr.MSHV_ASSERT_INTERRUPT, arg)
+        arg = bytearray(_ASSERT.pack(kind | level << 32 | logical << 33, dest, vector))
+        try:
+            mshv.ioctl(self.fd, nr.MSHV_ASSERT_INTERRUPT, arg)
+        except OSError as e:
+            raise from_oserror(e, "MSHV_ASSERT_INTERRUPT") from e
 
     def get_property(self, code: int) -> int:
         """MSHV_GET_PARTITION_PROPERTY (codes: hv_partition_property_code)."""

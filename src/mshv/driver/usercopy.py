@@ -115,6 +115,13 @@ def write_user(addr: int, data: bytes, what: str = "argument") -> None:
         raise fault(f"{what} at {addr:#x} ({size} bytes)")
 
 
+def writable_user(addr: int, size: int, what: str) -> None:
+    """EFAULT unless all of [addr, addr+size) can be written, as pinning pages
+    for write requires: the bytes are read and written back unchanged. For
+    small buffers (VP state); the VMM must not write them during the call."""
+    write_user(addr, read_user(addr, size, what), what)
+
+
 def writable_mapping(addr: int, size: int) -> bool:
     """Whether every page of [addr, addr+size) is mapped writable, as pinning
     guest memory for write (FOLL_WRITE | FOLL_LONGTERM) requires."""

@@ -25,7 +25,7 @@ from mshv.driver.usercopy import (
     access_ok,
     read_user,
     read_user2,
-    writable_mapping,
+    writable_user,
     write_user,
 )
 from mshv.hv.errors import EngineError, HvError
@@ -139,8 +139,8 @@ class VpFile(File):
                 raise OSError(errno.EINVAL, "XSAVE buffer and size must be page aligned")
             if not access_ok(buf, size):
                 raise OSError(errno.EFAULT, "XSAVE buffer is not user memory")
-            if size and not writable_mapping(buf, size):
-                raise OSError(errno.EFAULT, "XSAVE buffer must be mapped writable to be pinned")
+            if size:
+                writable_user(buf, size, "XSAVE buffer (pinned for write)")
             if size // PAGE_SIZE > MAX_STATE_PAGES:
                 raise OSError(errno.EINVAL, f"XSAVE buffer of more than {MAX_STATE_PAGES} pages")
         elif kind == _LAPIC:

@@ -41,6 +41,7 @@ _SEG_NAMES = (
 )  # fmt: skip
 _XMM_NAMES = tuple(R(R.HV_X64_REGISTER_XMM0 + i) for i in range(6))
 _SLOW_NAMES = (*_XMM_NAMES, R.HV_X64_REGISTER_DR7)
+SLOW_NAMES = frozenset(_SLOW_NAMES)  # what only a full fill refreshes
 _ES, _CS, _SS, _DS, _FS, _GS = _SEG_NAMES
 DIRTY_GENERAL, DIRTY_IP, DIRTY_XMM, DIRTY_SEGMENT, DIRTY_FLAGS = (1 << i for i in range(5))
 

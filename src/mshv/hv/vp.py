@@ -18,7 +18,7 @@ from mshv.abi.uapi import HV_XSAVE_DATA_NO_XMM_REGISTERS, hv_local_interrupt_con
 from mshv.hv import hypercall, intercept, synthetic
 from mshv.hv.engine import Exit, Processor
 from mshv.hv.errors import HvError
-from mshv.hv.regpage import OFF_DIRTY, RegisterPage
+from mshv.hv.regpage import OFF_DIRTY, SLOW_NAMES, RegisterPage
 from mshv.hv.regpage import PAGE_SIZE as PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -312,7 +312,10 @@ class Vp:
         self._take_page()
         if not _HYPERVISOR_REGISTERS.intersection(names):
             return self.processor.get_registers(names)
-        return [self._get_one(n) for n in names]
+        # The engine's registers in one call (one ioctl per kind of state).
+        engine = [n for n in names if n not in _HYPERVISOR_REGISTERS]
+        values = dict(zip(engine, self.processor.get_registers(engine), strict=True))
+        return [values[n] if n in values else self._get_one(n) for n in names]
 
     def _get_one(self, n: int) -> bytes:
         part = self.partition
@@ -336,9 +339,7 @@ class Vp:
         }
         if n in simple:
             return _value(simple[n])
-        if n == R.HV_REGISTER_TIME_REF_COUNT:
-            return _value(part.reference_time(self))
-        return self.processor.get_registers([n])[0]
+        return _value(part.reference_time(self))  # HV_REGISTER_TIME_REF_COUNT
 
     def set_registers(self, names: Sequence[int], values: Sequence[bytes]) -> None:
         for n in names:
@@ -354,7 +355,8 @@ class Vp:
         else:
             self.processor.set_registers(names, values)
         if self.page.mapped:
-            self.page.fill(self.processor)
+            # XMM0-5 and DR7 cost the engine ioctls to refresh: only when set.
+            self.page.fill(self.processor, full=not SLOW_NAMES.isdisjoint(names))
 
     def _set_mixed(self, names: Sequence[int], values: Sequence[bytes]) -> None:
         """Hypervisor registers are checked first, then the engine's are set

@@ -135,8 +135,10 @@ class RegisterFile:
         sregs = bytearray(page[_SR:_SREGS_END])
         events = k.kvm_vcpu_events.from_buffer_copy(page, _EV)
         need = {cls for cls, _ in kinds}
-        xsave = bytearray(bytes(self._vcpu.get_xsave())) if rg.XSAVE in need else None
-        debug = bytearray(bytes(self._vcpu.get_debugregs())) if rg.DEBUG in need else None
+        old_xsave = bytes(self._vcpu.get_xsave()) if rg.XSAVE in need else b""
+        old_debug = bytes(self._vcpu.get_debugregs()) if rg.DEBUG in need else b""
+        xsave = bytearray(old_xsave) if old_xsave else None
+        debug = bytearray(old_debug) if old_debug else None
         xcr0: int | None = None
         mp_state: int | None = None
         msrs: dict[int, int] = {}
@@ -184,16 +186,17 @@ class RegisterFile:
             else:
                 raise _invalid(f"register {register_label(name)} is read-only")
         self._apply(
-            regs, sregs, events if touched_events else None, xsave, debug, xcr0, msrs, mp_state
-        )
+            regs, sregs, events if touched_events else None, (xsave, old_xsave),
+            (debug, old_debug), xcr0, msrs, mp_state,
+        )  # fmt: skip
 
     def _apply(
         self,
         regs: bytearray,
         sregs: bytearray,
         events: k.kvm_vcpu_events | None,
-        xsave: bytearray | None,
-        debug: bytearray | None,
+        xsaves: tuple[bytearray | None, bytes],
+        debugs: tuple[bytearray | None, bytes],
         xcr0: int | None,
         msrs: dict[int, int],
         mp_state: int | None = None,
@@ -211,13 +214,15 @@ class RegisterFile:
             old_ev = vcpu.get_vcpu_events()
             steps.append(("interrupt state", lambda: vcpu.set_vcpu_events(events),
                           lambda: vcpu.set_vcpu_events(old_ev)))  # fmt: skip
+        xsave, old_xsave = xsaves  # new and current values
+        debug, old_debug = debugs
         if xsave is not None:
-            old_xs = vcpu.get_xsave()
+            old_xs = k.kvm_xsave.from_buffer_copy(old_xsave)
             new_xs = k.kvm_xsave.from_buffer_copy(xsave)
             steps.append(("FP/vector register", lambda: vcpu.set_xsave(new_xs),
                           lambda: vcpu.set_xsave(old_xs)))  # fmt: skip
         if debug is not None:
-            old_dr = vcpu.get_debugregs()
+            old_dr = k.kvm_debugregs.from_buffer_copy(old_debug)
             new_dr = k.kvm_debugregs.from_buffer_copy(debug)
             steps.append(("debug register", lambda: vcpu.set_debugregs(new_dr),
                           lambda: vcpu.set_debugregs(old_dr)))  # fmt: skip

@@ -8,6 +8,7 @@ MSRs). Values cross as 16-byte `hv_register_value` images.
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from mshv.abi.tlfs import hv_register_name as R
@@ -99,6 +100,7 @@ XSAVE_XMM0 = 160
 XSAVE_XSTATE_BV = 512
 
 
+@functools.lru_cache(maxsize=1024)  # bounded: names come from userspace
 def classify(name: int) -> tuple[int, int] | None:
     """(class, key) for a register the engine provides, else None. The key is
     an offset into that class's KVM structure (or the MSR index)."""

@@ -6,6 +6,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import struct
 import threading
 
 from mshv._libc import ioctl_ulong
@@ -66,6 +67,8 @@ class Kvm:
 
 
 _system: Kvm | None = None
+_MSI = struct.Struct("<III20x")  # kvm_msi: address_lo, address_hi, data
+assert _MSI.size == ctypes.sizeof(abi.kvm_msi)
 _system_lock = threading.Lock()
 
 
@@ -112,8 +115,9 @@ class VmFd:
         fcntl.ioctl(self.fd, abi.KVM_SET_IDENTITY_MAP_ADDR, ctypes.c_uint64(addr))
 
     def signal_msi(self, address: int, data: int) -> int:
-        msi = abi.kvm_msi(address_lo=address & 0xFFFFFFFF, address_hi=address >> 32, data=data)
-        return int(fcntl.ioctl(self.fd, abi.KVM_SIGNAL_MSI, msi))
+        # Packed, not a kvm_msi: this is on the interrupt latency path.
+        msi = bytearray(_MSI.pack(address & 0xFFFFFFFF, address >> 32, data))
+        return int(fcntl.ioctl(self.fd, abi.KVM_SIGNAL_MSI, msi, True))
 
     def close(self) -> None:
         fd, self.fd = self.fd, -1

@@ -6,12 +6,23 @@ import ctypes
 import fcntl
 import mmap
 import os
+import struct
 from collections.abc import Iterable
 
 from mshv._libc import ioctl_int
 from mshv.kvm import abi
 
-_MSR_ENTRY = ctypes.sizeof(abi.kvm_msr_entry)
+_MSR = struct.Struct("<I4xQ")  # kvm_msr_entry: index, data
+assert _MSR.size == ctypes.sizeof(abi.kvm_msr_entry)
+
+
+def _msrs_buffer(entries: list[tuple[int, int]]) -> bytearray:
+    """struct kvm_msrs with its entries (index, data)."""
+    buf = bytearray(8 + _MSR.size * len(entries))
+    struct.pack_into("<I", buf, 0, len(entries))
+    for i, (msr, value) in enumerate(entries):
+        _MSR.pack_into(buf, 8 + _MSR.size * i, msr, value & 0xFFFF_FFFF_FFFF_FFFF)
+    return buf
 
 
 class VcpuFd:
@@ -101,17 +112,11 @@ class VcpuFd:
     def get_msrs(self, indices: Iterable[int]) -> dict[int, int]:
         """KVM_GET_MSRS; raises OSError(EINVAL) naming the first MSR KVM refused."""
         idx = list(indices)
-        buf = bytearray(8 + _MSR_ENTRY * len(idx))
-        abi.kvm_msrs_header.from_buffer(buf).nmsrs = len(idx)
-        for i, msr in enumerate(idx):
-            abi.kvm_msr_entry.from_buffer(buf, 8 + i * _MSR_ENTRY).index = msr
+        buf = _msrs_buffer([(msr, 0) for msr in idx])
         done = fcntl.ioctl(self.fd, abi.KVM_GET_MSRS, buf)
         if done != len(idx):
             raise OSError(22, f"KVM refused to read MSR {idx[done]:#x}")
-        return {
-            msr: int(abi.kvm_msr_entry.from_buffer(buf, 8 + i * _MSR_ENTRY).data)
-            for i, msr in enumerate(idx)
-        }
+        return {msr: _MSR.unpack_from(buf, 8 + _MSR.size * i)[1] for i, msr in enumerate(idx)}
 
     def set_msrs(self, values: dict[int, int]) -> None:
         """KVM_SET_MSRS; all or an OSError(EINVAL) naming the first refused MSR.
@@ -119,13 +124,7 @@ class VcpuFd:
         KVM applies entries in order and stops at the first it refuses, so the
         caller must have validated them or be ready to restore the earlier ones."""
         items = list(values.items())
-        buf = bytearray(8 + _MSR_ENTRY * len(items))
-        abi.kvm_msrs_header.from_buffer(buf).nmsrs = len(items)
-        for i, (msr, value) in enumerate(items):
-            e = abi.kvm_msr_entry.from_buffer(buf, 8 + i * _MSR_ENTRY)
-            e.index = msr
-            e.data = value
-        done = fcntl.ioctl(self.fd, abi.KVM_SET_MSRS, buf)
+        done = fcntl.ioctl(self.fd, abi.KVM_SET_MSRS, _msrs_buffer(items))
         if done != len(items):
             raise OSError(22, f"KVM refused MSR {items[done][0]:#x} = {items[done][1]:#x}")
 
