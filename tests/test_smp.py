@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import mshv
+from mshv.abi.tlfs import hv_interrupt_type as IT
 from tests.guests import X2APIC_ON, asm
 
 SIPI_PAGE = 0x3000  # APs start at CS = 0x300, IP = 0
@@ -271,3 +272,26 @@ def test_startup_suspend_needs_a_local_apic(partition: mshv.Partition) -> None:
     with pytest.raises(mshv.IoctlError) as e:
         vp.set_registers(internal_activity_state=1)
     assert e.value.errno == 22
+
+
+def test_vmm_starts_an_ap_with_asserted_init_and_sipi(device: mshv.Device, sigusr1: None) -> None:
+    """MSHV_ASSERT_INTERRUPT with INIT, then SIPI (vector = start page), from
+    the VMM's thread while the AP's thread waits in RUN_VP."""
+    with device.create_partition(lapic=True) as part, mshv.GuestMemory(0x10000) as mem:
+        mem.write(SIPI_PAGE, AP)
+        _, ap = _real_mode_vps(part, 2, mem)
+        seen: list[tuple[int, int]] = []
+
+        def body() -> None:
+            msg = ap.run()
+            assert isinstance(msg, mshv.IoPortIntercept), msg
+            seen.append((msg.port, msg.rax & 0xFF))
+
+        def vmm() -> None:
+            time.sleep(0.05)
+            part.assert_interrupt(0, 1, IT.HV_X64_INTERRUPT_TYPE_INIT)
+            part.assert_interrupt(SIPI_PAGE >> 12, 1, IT.HV_X64_INTERRUPT_TYPE_SIPI)
+
+        errors = _threads([body, vmm], timeout=30)
+        assert not errors, errors
+        assert seen == [(RESULT_PORT, 1)]

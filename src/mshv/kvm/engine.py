@@ -108,6 +108,10 @@ class KvmMachine:
         vcpu = self.vm.create_vcpu(index)
         try:
             vcpu.set_cpuid2(self._cpuid(index, hypervisor_cpuid))
+            if self.lapic:
+                # KVM builds its APIC-id map lazily: until then an MSI to the
+                # newest vCPU's id finds nobody. Loading its APIC rebuilds it.
+                vcpu.set_lapic(vcpu.get_lapic())
             return KvmProcessor(vcpu, index, self.memory, self.host, self.xsave_layout)
         except BaseException:
             vcpu.close()
