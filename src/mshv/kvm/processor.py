@@ -195,6 +195,8 @@ class KvmProcessor:
             return True
         except BlockingIOError:
             pass
+        except OSError as e:
+            raise EngineError(f"KVM_RUN failed: {e.strerror} (errno {e.errno})") from e
         self.startup = False  # INIT came: the next entry waits for SIPI as a normal run
         return False
 
