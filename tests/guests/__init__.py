@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import re
+
 import keystone
 
 _MODES = {16: keystone.KS_MODE_16, 32: keystone.KS_MODE_32, 64: keystone.KS_MODE_64}
+# Keystone leaves its default radix uninitialised (keystone-engine/keystone
+# #528, #608): a decimal literal may be read as hex depending on heap
+# contents. Setting the syntax fixes the radix at 16, so every decimal literal
+# is rewritten as 0x-hex first and the result no longer depends on luck.
+_DECIMAL = re.compile(r"(?<![\w.$'])(\d+)(?![\w.'])")  # not in names or 'c' chars
+
+
+def _hex_literals(line: str) -> str:
+    return _DECIMAL.sub(lambda m: hex(int(m.group(1))), line)
 
 
 def asm(source: str, bits: int = 16, origin: int = 0x1000) -> bytes:
     """Assemble Intel-syntax `source` for `bits`-bit code placed at `origin`.
-    One instruction or label per line; `;` starts a comment."""
-    lines = [line.split(";", 1)[0].strip() for line in source.splitlines()]
+    One instruction or label per line; `;` starts a comment; numbers are
+    decimal unless written 0x..."""
+    lines = [_hex_literals(line.split(";", 1)[0].strip()) for line in source.splitlines()]
     ks = keystone.Ks(keystone.KS_ARCH_X86, _MODES[bits])
+    ks.syntax = keystone.KS_OPT_SYNTAX_INTEL  # also sets the radix (to 16)
     encoding, _ = ks.asm("\n".join(line for line in lines if line), origin)
     if encoding is None:
         raise ValueError("empty assembly")
