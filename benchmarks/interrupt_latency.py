@@ -26,12 +26,11 @@ The last line is `ratio: <mshv latency / raw KVM latency>`.
 
 from __future__ import annotations
 
-import argparse
 import struct
 import sys
 import time
 
-from _c import c_program, interleaved
+from _c import arguments, c_program, interleaved
 
 import mshv
 
@@ -59,21 +58,6 @@ HANDLER = bytes.fromhex(
 VECTOR = 0x40
 
 C_BASELINE = r"""
-#include <fcntl.h>
-#include <linux/kvm.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <time.h>
-
-static double now(void) {
-    struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int port_of(int vcpu, struct kvm_run *run) {
     if (ioctl(vcpu, KVM_RUN, 0) < 0 || run->exit_reason != KVM_EXIT_IO) {
         fprintf(stderr, "unexpected exit %u\n", run->exit_reason); exit(1);
@@ -158,10 +142,7 @@ def mshv_latency(n: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-n", type=int, default=5_000, help="interrupts per measurement")
-    ap.add_argument("-r", "--rounds", type=int, default=5, help="measurements of each (median)")
-    args = ap.parse_args()
+    args = arguments(__doc__, 5_000, "interrupts")
     n = args.n
     with c_program(C_BASELINE) as kvm:
         base, lat = interleaved(

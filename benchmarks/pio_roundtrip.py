@@ -19,11 +19,10 @@ The last line is `ratio: <mshv per round trip / KVM per exit>` for the first.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-from _c import c_program, interleaved
+from _c import arguments, c_program, interleaved
 
 import mshv
 
@@ -31,21 +30,6 @@ GUEST = bytes.fromhex("eeebfd")  # out dx, al; jmp $-3
 CHANGING = bytes.fromhex("eefec0ebfb")  # out dx, al; inc al; jmp $-5
 
 C_BASELINE = r"""
-#include <fcntl.h>
-#include <linux/kvm.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <time.h>
-
-static double now(void) {
-    struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 int main(int argc, char **argv) {
     long n = atol(argv[1]);
     int changing = argc > 2;
@@ -106,10 +90,7 @@ def mshv_roundtrip(n: int, guest: bytes = GUEST) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-n", type=int, default=20_000, help="round trips per measurement")
-    ap.add_argument("-r", "--rounds", type=int, default=5, help="measurements of each (median)")
-    args = ap.parse_args()
+    args = arguments(__doc__, 20_000, "round trips")
     n = args.n
     with c_program(C_BASELINE) as kvm:
         base2, rt2, base, rt = interleaved(

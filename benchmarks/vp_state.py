@@ -15,11 +15,10 @@ The last line is `ratio: <mshv save+restore / raw KVM save+restore>`.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-from _c import c_program, interleaved
+from _c import arguments, c_program, interleaved
 
 import mshv
 from mshv.client import state
@@ -35,19 +34,6 @@ MSRS = [
 ]
 
 C_BASELINE = r"""
-#include <fcntl.h>
-#include <linux/kvm.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/ioctl.h>
-#include <time.h>
-
-static double now(void) {
-    struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 #define CHECK(x) do { if ((x) < 0) { perror(#x); exit(1); } } while (0)
 
 int main(int argc, char **argv) {
@@ -113,10 +99,7 @@ def mshv_save_restore(n: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-n", type=int, default=500, help="save/restore pairs per measurement")
-    ap.add_argument("-r", "--rounds", type=int, default=5, help="measurements of each (median)")
-    args = ap.parse_args()
+    args = arguments(__doc__, 500, "save/restore pairs")
     n = args.n
     pairs: list[tuple[float, float]] = []
 

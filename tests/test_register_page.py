@@ -14,14 +14,11 @@ The run-code guest is the one of test_run_code (11 bytes at GPA 0x1000):
 
 from __future__ import annotations
 
-import ctypes
 import mmap
-import struct
 
 import mshv
 from mshv.abi import ioctl as nr
-from mshv.abi.message import hv_message, hv_message_type, hv_x64_io_port_intercept_message
-from mshv.abi.tlfs import HV_INTERCEPT_ACCESS_WRITE
+from mshv.abi.message import hv_message, hv_message_type
 from mshv.abi.uapi import (
     HV_VP_REGISTER_PAGE_VERSION_1,
     HV_X64_REGISTER_CLASS_FLAGS,
@@ -29,60 +26,34 @@ from mshv.abi.uapi import (
     HV_X64_REGISTER_CLASS_IP,
     HV_X64_REGISTER_CLASS_SEGMENT,
     hv_vp_register_page,
-    mshv_create_partition,
-    mshv_create_vp,
-    mshv_user_mem_region,
 )
 from tests.conftest import real_mode_vp
 from tests.guests import asm
-from tests.test_run_code import CODE, R, _registers, _u64
+from tests.test_run_code import R, _registers, _u64, expected_out, start_run_code
 
 IP = 1 << HV_X64_REGISTER_CLASS_IP
 GENERAL = 1 << HV_X64_REGISTER_CLASS_GENERAL
 
 
 def test_run_code_mmap(kvm: None) -> None:
-    dev = mshv.open()
     mem = mmap.mmap(-1, 0x1000)
+    dev, part, vp = start_run_code(mem)
     try:
-        assert mshv.ioctl(dev, nr.MSHV_REQUEST_VERSION, ctypes.c_uint32(0)) == 0
-        part = mshv.ioctl(dev, nr.MSHV_CREATE_PARTITION, mshv_create_partition())
-        mem[: len(CODE)] = CODE
-        anchor = ctypes.c_char.from_buffer(mem)
-        addr = ctypes.addressof(anchor)
-        del anchor
-        region = mshv_user_mem_region(size=0x1000, guest_pfn=1, userspace_addr=addr, flags=0xF)
-        assert mshv.ioctl(part, nr.MSHV_MAP_GUEST_MEMORY, region) == 0
-        vp = mshv.ioctl(part, nr.MSHV_CREATE_VP, mshv_create_vp(vp_index=0))
         page_map = mshv.mmap(vp, 0x1000, 0)
         page = hv_vp_register_page.from_buffer(page_map)
         assert page.version == HV_VP_REGISTER_PAGE_VERSION_1
-
-        cs = _registers(vp, nr.MSHV_GET_VP_REGISTERS, {R.HV_X64_REGISTER_CS: bytes(16)})[0]
-        _, limit, _, attributes = struct.unpack("<QIHH", cs)
-        _registers(vp, nr.MSHV_SET_VP_REGISTERS, {
-            R.HV_X64_REGISTER_CS: struct.pack("<QIHH", 0, limit, 0, attributes),
-            R.HV_X64_REGISTER_RAX: _u64(2),
-            R.HV_X64_REGISTER_RBX: _u64(2),
-            R.HV_X64_REGISTER_RIP: _u64(0x1000),
-            R.HV_X64_REGISTER_RFLAGS: _u64(2),
-        })  # fmt: skip
+        _registers(vp, nr.MSHV_SET_VP_REGISTERS, {R.HV_X64_REGISTER_RBX: _u64(2)})
         assert page.dirty == 0  # registers set by ioctl leave nothing dirty
+        assert (page.rip, page.rax, page.rbx) == (0x1000, 2, 2)
 
         msg = hv_message()
         outputs = []
         while True:
             assert mshv.ioctl(vp, nr.MSHV_RUN_VP, msg) == 0
             assert page.isvalid
-            kind = msg.header.message_type
-            if kind == hv_message_type.HVMSG_X64_HALT:
+            if msg.header.message_type == hv_message_type.HVMSG_X64_HALT:
                 break
-            assert kind == hv_message_type.HVMSG_X64_IO_PORT_INTERCEPT, hex(kind)
-            io = hv_x64_io_port_intercept_message.from_buffer(msg, 16)
-            assert io.port_number == 0x3F8
-            assert io.header.intercept_access_type == HV_INTERCEPT_ACCESS_WRITE
-            assert io.access_info.access_size == 1
-            assert not io.access_info.string_op
+            io = expected_out(msg)
             assert (page.rip, page.rax) == (io.header.rip, io.rax)
             assert page.cs.base == 0 and page.rflags == io.header.rflags
             outputs.append(io.rax)

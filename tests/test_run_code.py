@@ -50,32 +50,50 @@ def _u64(v: int) -> bytes:
     return struct.pack("<QQ", v, 0)
 
 
-def test_run_code(kvm: None) -> None:
+def start_run_code(mem: mmap.mmap) -> tuple[int, int, int]:
+    """Open /dev/mshv, create a partition with `mem` (holding CODE at GPA
+    0x1000) and VP 0 set up as rust-vmm does; (device, partition, vp) fds."""
     dev = mshv.open()
+    assert mshv.ioctl(dev, nr.MSHV_REQUEST_VERSION, ctypes.c_uint32(0)) == 0
+    part = mshv.ioctl(dev, nr.MSHV_CREATE_PARTITION, mshv_create_partition())
+    mem[: len(CODE)] = CODE
+    anchor = ctypes.c_char.from_buffer(mem)
+    addr = ctypes.addressof(anchor)
+    del anchor
+    region = mshv_user_mem_region(size=0x1000, guest_pfn=1, userspace_addr=addr, flags=0xF)
+    assert mshv.ioctl(part, nr.MSHV_MAP_GUEST_MEMORY, region) == 0
+    vp = mshv.ioctl(part, nr.MSHV_CREATE_VP, mshv_create_vp(vp_index=0))
+
+    # CS starts at the reset vector (base 0xffff0000, selector 0xf000).
+    cs = _registers(vp, nr.MSHV_GET_VP_REGISTERS, {R.HV_X64_REGISTER_CS: bytes(16)})[0]
+    base, limit, selector, attributes = struct.unpack("<QIHH", cs)
+    assert (base, selector) == (0xFFFF0000, 0xF000)
+    _registers(vp, nr.MSHV_SET_VP_REGISTERS, {
+        R.HV_X64_REGISTER_CS: struct.pack("<QIHH", 0, limit, 0, attributes),
+        R.HV_X64_REGISTER_RAX: _u64(2),
+        R.HV_X64_REGISTER_RBX: _u64(2),
+        R.HV_X64_REGISTER_RIP: _u64(0x1000),
+        R.HV_X64_REGISTER_RFLAGS: _u64(2),
+    })  # fmt: skip
+    return dev, part, vp
+
+
+def expected_out(msg: hv_message) -> hv_x64_io_port_intercept_message:
+    """rust-vmm's checks of each message: a one-byte write to port 0x3f8."""
+    kind = msg.header.message_type
+    assert kind == hv_message_type.HVMSG_X64_IO_PORT_INTERCEPT, hex(kind)
+    io = hv_x64_io_port_intercept_message.from_buffer(msg, 16)
+    assert io.port_number == 0x3F8
+    assert io.header.intercept_access_type == HV_INTERCEPT_ACCESS_WRITE
+    assert io.access_info.access_size == 1
+    assert not io.access_info.string_op
+    return io
+
+
+def test_run_code(kvm: None) -> None:
     mem = mmap.mmap(-1, 0x1000)
+    dev, part, vp = start_run_code(mem)
     try:
-        assert mshv.ioctl(dev, nr.MSHV_REQUEST_VERSION, ctypes.c_uint32(0)) == 0
-        part = mshv.ioctl(dev, nr.MSHV_CREATE_PARTITION, mshv_create_partition())
-        mem[: len(CODE)] = CODE
-        anchor = ctypes.c_char.from_buffer(mem)
-        addr = ctypes.addressof(anchor)
-        del anchor
-        region = mshv_user_mem_region(size=0x1000, guest_pfn=1, userspace_addr=addr, flags=0xF)
-        assert mshv.ioctl(part, nr.MSHV_MAP_GUEST_MEMORY, region) == 0
-        vp = mshv.ioctl(part, nr.MSHV_CREATE_VP, mshv_create_vp(vp_index=0))
-
-        # CS starts at the reset vector (base 0xffff0000, selector 0xf000).
-        cs = _registers(vp, nr.MSHV_GET_VP_REGISTERS, {R.HV_X64_REGISTER_CS: bytes(16)})[0]
-        base, limit, selector, attributes = struct.unpack("<QIHH", cs)
-        assert (base, selector) == (0xFFFF0000, 0xF000)
-        _registers(vp, nr.MSHV_SET_VP_REGISTERS, {
-            R.HV_X64_REGISTER_CS: struct.pack("<QIHH", 0, limit, 0, attributes),
-            R.HV_X64_REGISTER_RAX: _u64(2),
-            R.HV_X64_REGISTER_RBX: _u64(2),
-            R.HV_X64_REGISTER_RIP: _u64(0x1000),
-            R.HV_X64_REGISTER_RFLAGS: _u64(2),
-        })  # fmt: skip
-
         msg = hv_message()
         outputs = []
         done = False
@@ -84,12 +102,7 @@ def test_run_code(kvm: None) -> None:
             kind = msg.header.message_type
             if kind == hv_message_type.HVMSG_X64_HALT:
                 break
-            assert kind == hv_message_type.HVMSG_X64_IO_PORT_INTERCEPT, hex(kind)
-            io = hv_x64_io_port_intercept_message.from_buffer(msg, 16)
-            assert io.port_number == 0x3F8
-            assert io.header.intercept_access_type == HV_INTERCEPT_ACCESS_WRITE
-            assert io.access_info.access_size == 1
-            assert not io.access_info.string_op
+            io = expected_out(msg)
             outputs.append(io.rax)
             done = io.rax == 0
             _registers(vp, nr.MSHV_SET_VP_REGISTERS,
