@@ -1,4 +1,5 @@
-"""Shared fixtures. Guest tests need /dev/kvm: without it they fail, loudly."""
+"""Shared fixtures. Guest tests run on both engines: KVM and the software
+CPU (tcg). On KVM they need /dev/kvm: without it they fail, loudly."""
 
 from __future__ import annotations
 
@@ -20,14 +21,23 @@ def require_kvm() -> None:
         pytest.fail(KVM_MISSING, pytrace=False)
 
 
-@pytest.fixture
-def kvm() -> None:
-    require_kvm()
+ENGINES = ("kvm", "tcg")
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The engine this test runs its guests on; mshv.open() and Device()
+    without an engine argument take it (MSHV_ENGINE)."""
+    name = str(request.param)
+    if name == "kvm":
+        require_kvm()
+    monkeypatch.setenv("MSHV_ENGINE", name)
+    return name
 
 
 @pytest.fixture
-def device(kvm: None) -> Iterator[mshv.Device]:
-    with mshv.Device() as dev:
+def device(engine: str) -> Iterator[mshv.Device]:
+    with mshv.Device(engine=engine) as dev:
         yield dev
 
 

@@ -35,7 +35,7 @@ IP = 1 << HV_X64_REGISTER_CLASS_IP
 GENERAL = 1 << HV_X64_REGISTER_CLASS_GENERAL
 
 
-def test_run_code_mmap(kvm: None) -> None:
+def test_run_code_mmap(engine: str) -> None:
     mem = mmap.mmap(-1, 0x1000)
     dev, part, vp = start_run_code(mem)
     try:

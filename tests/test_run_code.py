@@ -90,7 +90,7 @@ def expected_out(msg: hv_message) -> hv_x64_io_port_intercept_message:
     return io
 
 
-def test_run_code(kvm: None) -> None:
+def test_run_code(engine: str) -> None:
     mem = mmap.mmap(-1, 0x1000)
     dev, part, vp = start_run_code(mem)
     try:

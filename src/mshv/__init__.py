@@ -23,10 +23,12 @@ from mshv import _sys
 _emulated = _sys.emulated_files
 
 
-def open(path: str = _sys.DEVICE_PATH) -> int:
-    """Open /dev/mshv (the real node, or the KVM-backed emulation if there is
-    none or MSHV_EMULATE=1 is set) and return the fd."""
-    return _sys.backend_for_path(path).open(path)
+def open(path: str = _sys.DEVICE_PATH, *, engine: str | None = None) -> int:
+    """Open /dev/mshv and return the fd: the real node, or the emulation if
+    there is none, MSHV_EMULATE=1 is set, or `engine` names the engine the
+    emulation runs guests on ("kvm", "tcg" for the software CPU, "auto";
+    None: MSHV_ENGINE, else auto: KVM only with hardware virtualization)."""
+    return _sys.backend_for_path(path, engine).open(path, engine)
 
 
 def ioctl(fd: int, request: int, arg: Any = 0) -> int:

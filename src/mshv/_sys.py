@@ -2,8 +2,9 @@
 KVM-backed emulation, with the semantics of the libc calls of those names.
 
 `open` picks the backend: the device node if it exists (unless
-MSHV_EMULATE=1 is set), else the emulation. Every later call is routed by fd:
-an fd the emulation created goes to it, any other fd to the kernel.
+MSHV_EMULATE=1 is set or an engine is named), else the emulation. Every later
+call is routed by fd: an fd the emulation created goes to it, any other fd to
+the kernel.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ emulated_files: dict[int, Any] = {}
 
 
 class Sys(Protocol):
-    def open(self, path: str) -> int: ...
+    def open(self, path: str, engine: str | None = None) -> int: ...
     def ioctl(self, fd: int, request: int, arg: Any = 0) -> int: ...
     def mmap(self, fd: int, length: int, offset: int = 0) -> _mmap.mmap: ...
     def close(self, fd: int) -> None: ...
@@ -46,7 +47,7 @@ def _check_buffer(request: int, arg: Any) -> None:
 class RealSys:
     """The kernel's /dev/mshv."""
 
-    def open(self, path: str) -> int:
+    def open(self, path: str, engine: str | None = None) -> int:
         return os.open(path, os.O_RDWR | os.O_CLOEXEC)
 
     def ioctl(self, fd: int, request: int, arg: Any = 0) -> int:
@@ -64,12 +65,13 @@ class RealSys:
 
 
 class EmulatedSys:
-    """The emulated driver (mshv.driver) over the hypervisor on KVM."""
+    """The emulated driver (mshv.driver) over the hypervisor on an engine:
+    KVM or the software CPU."""
 
-    def open(self, path: str) -> int:
+    def open(self, path: str, engine: str | None = None) -> int:
         from mshv.driver.device import open_device
 
-        return open_device()
+        return open_device(engine)
 
     def ioctl(self, fd: int, request: int, arg: Any = 0) -> int:
         file = emulated_files.get(fd)
@@ -99,8 +101,9 @@ def emulation_forced() -> bool:
     return os.environ.get("MSHV_EMULATE", "") not in ("", "0")
 
 
-def backend_for_path(path: str) -> Sys:
-    if path == DEVICE_PATH and (emulation_forced() or not os.path.exists(path)):
+def backend_for_path(path: str, engine: str | None = None) -> Sys:
+    if path == DEVICE_PATH and (engine is not None or emulation_forced()
+                                or not os.path.exists(path)):  # fmt: skip
         return emulated
     return real
 

@@ -11,7 +11,7 @@ from tests.driver import _raw
 
 
 @pytest.fixture
-def dev(kvm: None) -> Iterator[int]:
+def dev(engine: str) -> Iterator[int]:
     """A /dev/mshv fd, version already requested."""
     fd = _raw.open_device()
     try:

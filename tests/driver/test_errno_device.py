@@ -39,7 +39,7 @@ UNKNOWN_REQUESTS = [
 
 
 @pytest.fixture
-def raw_dev(kvm: None) -> Iterator[int]:
+def raw_dev(engine: str) -> Iterator[int]:
     """A /dev/mshv fd with no version requested yet."""
     fd = mshv.open()
     try:
@@ -185,7 +185,7 @@ def test_device_fd_is_a_real_fd(dev: int) -> None:
     poller.unregister(dev)
 
 
-def test_closed_device_fd_is_ebadf(kvm: None) -> None:
+def test_closed_device_fd_is_ebadf(engine: str) -> None:
     fd = open_device()
     mshv.close(fd)
     expect_errno(errno.EBADF, fd, nr.MSHV_CREATE_PARTITION, mshv_create_partition())

@@ -57,7 +57,7 @@ def run_to_halt(vp: int) -> list[int]:
 
 
 @pytest.fixture
-def baseline(kvm: None) -> Iterator[tuple[int, int]]:
+def baseline(engine: str) -> Iterator[tuple[int, int]]:
     """Fd and thread counts once the emulation is warm (its /dev/kvm fd and any
     process-wide state exist), after one full guest has come and gone."""
     with guest() as g:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from mshv.hv.memory import GuestMemory
 from mshv.kvm.locate import Context, Host, LocateError, locate_mmio, locate_pio, pre_state
-from mshv.kvm.memory import GuestMemory
 from tests.guests import asm
 
 ORIGIN = 0x1000

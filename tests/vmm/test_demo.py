@@ -15,7 +15,7 @@ def test_demo_guest_bytes_match_their_source() -> None:
             assert asm(chunk.source, chunk.bits, chunk.gpa) == chunk.data, chunk.gpa
 
 
-def test_demo_prints_the_greeting_from_long_mode(kvm: None) -> None:
+def test_demo_prints_the_greeting_from_long_mode(engine: str) -> None:
     r = subprocess.run([sys.executable, "-m", "mshv", "demo"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -26,7 +26,7 @@ def test_demo_prints_the_greeting_from_long_mode(kvm: None) -> None:
     assert f"COM1 bytes: {n}; unclaimed port accesses: 0" in r.stdout
 
 
-def test_demo_machine_api(kvm: None) -> None:
+def test_demo_machine_api(engine: str) -> None:
     from mshv import Halt
     from mshv.vmm.machine import Machine
 

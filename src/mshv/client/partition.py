@@ -190,10 +190,12 @@ class Partition:
 
 
 class Device:
-    """An open /dev/mshv whose version has been requested (MSHV_VERSION 0)."""
+    """An open /dev/mshv whose version has been requested (MSHV_VERSION 0).
+    `engine` ("kvm", "tcg", "auto") asks for the emulation on that engine;
+    None takes the real device if there is one, else MSHV_ENGINE or auto."""
 
-    def __init__(self, path: str = "/dev/mshv") -> None:
-        self._fd = mshv.open(path)
+    def __init__(self, path: str = "/dev/mshv", *, engine: str | None = None) -> None:
+        self._fd = mshv.open(path, engine=engine)
         try:
             mshv.ioctl(self._fd, nr.MSHV_REQUEST_VERSION, ctypes.c_uint32(MSHV_VERSION))
         except OSError as e:

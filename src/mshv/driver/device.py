@@ -24,7 +24,7 @@ from mshv.driver.fd import File, errno_error, table
 from mshv.driver.partition import PartitionFile, PartitionRef
 from mshv.driver.usercopy import UserArg
 from mshv.hv.errors import EngineError, HvError
-from mshv.hv.hypervisor import hypervisor
+from mshv.hv.hypervisor import Hypervisor, hypervisor
 
 # Creation flags the hypervisor knows; anything else is an invalid parameter.
 KNOWN_FLAGS = (
@@ -53,7 +53,8 @@ def _release_slot() -> None:
 class DeviceFile(File):
     kind = "/dev/mshv"
 
-    def __init__(self) -> None:
+    def __init__(self, hv: Hypervisor) -> None:
+        self.hypervisor = hv  # the engine this open file's partitions run on
         self.version = _NO_VERSION
         self._lock = threading.Lock()
 
@@ -93,14 +94,14 @@ class DeviceFile(File):
                     hv_status.HV_STATUS_INVALID_PARAMETER,
                     f"unknown partition creation flags {flags & ~KNOWN_FLAGS:#x}",
                 )
-            part = hypervisor().create_partition(flags, features)
+            part = self.hypervisor.create_partition(flags, features)
         except (HvError, EngineError) as e:
             _release_slot()
             raise errno_error(e) from e
         except BaseException:
             _release_slot()
             raise
-        ref = PartitionRef(part, _release_slot)
+        ref = PartitionRef(part, _release_slot, self.hypervisor)
         try:
             return table.install(PartitionFile(ref))
         except BaseException:
@@ -108,13 +109,16 @@ class DeviceFile(File):
             raise
 
 
-def open_device() -> int:
-    """A new open file of the emulated /dev/mshv."""
+def open_device(engine: str | None = None) -> int:
+    """A new open file of the emulated /dev/mshv, on `engine` (kvm, tcg,
+    auto; None: MSHV_ENGINE or auto)."""
     try:
-        hypervisor()
+        hv = hypervisor(engine)
+    except ValueError as e:
+        raise OSError(errno.EINVAL, str(e)) from e
     except (HvError, EngineError) as e:
         raise OSError(errno.ENODEV, f"cannot emulate /dev/mshv: {e}") from e
     except OSError as e:
         msg = f"/dev/mshv does not exist and cannot be emulated: {e.strerror}"
         raise OSError(e.errno, msg) from e
-    return table.install(DeviceFile())
+    return table.install(DeviceFile(hv))

@@ -25,7 +25,7 @@ from mshv.driver.usercopy import UserArg, access_ok, writable_mapping
 from mshv.driver.vp import VpFile
 from mshv.hv import properties
 from mshv.hv.errors import EngineError, HvError
-from mshv.hv.hypervisor import hypervisor
+from mshv.hv.hypervisor import Hypervisor
 from mshv.hv.partition import Partition
 
 PAGE = 0x1000
@@ -48,8 +48,9 @@ class PartitionRef:
     """The partition's reference count: the partition fd and each VP fd hold
     one; the hypervisor partition is deleted when the last goes."""
 
-    def __init__(self, part: Partition, on_delete: Callable[[], None]) -> None:
+    def __init__(self, part: Partition, on_delete: Callable[[], None], hv: Hypervisor) -> None:
         self.part = part
+        self.hypervisor = hv
         self._count = 1
         self._lock = threading.Lock()
         self._on_delete = on_delete
@@ -69,7 +70,7 @@ class PartitionRef:
             last = self._count == 0
         if last:
             try:
-                hypervisor().delete_partition(self.part)
+                self.hypervisor.delete_partition(self.part)
             finally:
                 self.regions.clear()
                 self._on_delete()

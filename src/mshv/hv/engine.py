@@ -16,7 +16,15 @@ instruction it cannot finish on its own:
   pending: the hypervisor either completes it (`complete_msr`) and runs on,
   or turns it into an intercept (`cancel`: the instruction stays unexecuted);
 * with a local APIC: the end of a level-triggered interrupt (its EOI) and,
-  when asked for, the moment an external interrupt can be injected.
+  when asked for, the moment an external interrupt can be injected;
+* an engine that can (`Machine.exits`): before delivering an exception the
+  hypervisor intercepts, and before an intercepted CPUID.
+
+An engine either has a local APIC of its own (`Machine.provides_apic`: KVM's
+in-kernel one) or lets the hypervisor's (`mshv.hv.apic`) drive its processors
+through `InterruptLine`; then a HLT waits inside `run` for an interrupt, an
+NMI, a kick or a signal, as KVM_RUN does, and a write to CR8 stops it
+(`Exit.TPR`) so that the APIC sees the new task priority.
 
 Registers cross the seam as TLFS register names with 16-byte
 `hv_register_value` images, so an engine never sees hypervisor concepts beyond
@@ -42,6 +50,10 @@ class Exit(enum.IntEnum):
     MSR = 7
     INTERRUPT_WINDOW = 8
     APIC_EOI = 9
+    EXCEPTION = 10
+    CPUID = 11
+    TPR = 12  # CR8 was written (engines without their own APIC)
+    WAKE = 13  # `InterruptLine.wake` was called: INIT or SIPI to look at
 
 
 class ExitInfo:
@@ -51,7 +63,14 @@ class ExitInfo:
     __slots__ = (
         "access_info",
         "access_type",
+        "cpuid_defaults",
+        "cpuid_leaf",
+        "cpuid_subleaf",
         "eoi_vector",
+        "error_code",
+        "exception_flags",
+        "exception_parameter",
+        "exception_vector",
         "gpa",
         "gva",
         "gva_valid",
@@ -78,6 +97,15 @@ class ExitInfo:
         self.msr_value = 0
         # APIC EOI exits
         self.eoi_vector = 0
+        # exception exits: hv_x64_exception_intercept_message's fields
+        self.exception_vector = 0
+        self.exception_flags = 0  # bit 0 error code valid, bit 1 software exception
+        self.error_code = 0
+        self.exception_parameter = 0  # the faulting address of a #PF
+        # CPUID exits: the leaf, subleaf and what the processor would return
+        self.cpuid_leaf = 0
+        self.cpuid_subleaf = 0
+        self.cpuid_defaults = (0, 0, 0, 0)  # EAX, EBX, ECX, EDX
 
 
 class InterceptState(Protocol):
@@ -109,6 +137,26 @@ class InterceptState(Protocol):
     def control(self) -> tuple[int, int, int, int, int, int, int]:
         """(cr0, cr3, cr4, cr8, efer, pending_interruption, interrupt_state),
         the last two as TLFS register values."""
+        ...
+
+
+class InterruptLine(Protocol):
+    """How the hypervisor's local APIC reaches a processor of an engine
+    without one. Every method may be called from any thread."""
+
+    def offer_interrupt(self, vector: int | None) -> None:
+        """The vector the processor takes when it can (IF, interrupt
+        shadow); None: nothing is pending."""
+        ...
+
+    def take_acknowledged(self) -> int | None:
+        """The offered vector the processor took since the last call."""
+        ...
+
+    def raise_nmi(self) -> None: ...
+
+    def wake(self) -> None:
+        """End a wait (HLT, startup) or the run with `Exit.WAKE`."""
         ...
 
 
@@ -164,7 +212,8 @@ class Processor(InterceptState, Protocol):
 
     def apic_eoi(self) -> tuple[int, bool] | None:
         """End the highest-priority interrupt in service, as a write to the
-        local APIC's EOI register would: (vector, level-triggered) or None."""
+        local APIC's EOI register would: (vector, level-triggered) or None.
+        (Engines with their own APIC.)"""
         ...
 
     def instruction_gpa(self) -> int | None:
@@ -207,8 +256,20 @@ class Machine(Protocol):
     physical_address_bits: int
     """Width of guest-physical addresses the machine can map."""
 
-    def map_memory(self, gpa: int, size: int, uaddr: int, writable: bool) -> int:
-        """Back [gpa, gpa+size) with process memory at uaddr; returns a handle."""
+    provides_apic: bool
+    """The engine has local APICs of its own (signal_msi, watch_eoi, the
+    processors' APIC methods); else the hypervisor's drive `InterruptLine`s."""
+
+    exits: frozenset[Exit]
+    """The optional exits the engine can give: Exit.EXCEPTION, Exit.CPUID."""
+
+    enforces_no_execute: bool
+    """Mappings without execute permission stop fetches (Exit.MEMORY)."""
+
+    def map_memory(self, gpa: int, size: int, uaddr: int, writable: bool,
+                   executable: bool = True, readable: bool = True) -> int:  # fmt: skip
+        """Back [gpa, gpa+size) with process memory at uaddr; returns a handle.
+        An engine that does not enforce no-execute maps readable memory only."""
         ...
 
     def unmap_memory(self, handle: int) -> None: ...
@@ -217,7 +278,17 @@ class Machine(Protocol):
         self, index: int, hypervisor_cpuid: dict[int, tuple[int, int, int, int]]
     ) -> Processor:
         """A processor whose CPUID shows `hypervisor_cpuid` (leaf -> EAX..EDX)
-        in the 0x40000000 range, and CPUID.1:ECX.hypervisor if it is not empty."""
+        in the 0x40000000 range, and CPUID.1:ECX.hypervisor if it is not empty.
+        On a machine without its own APIC the processor is also an
+        `InterruptLine`, and VPs other than 0 start waiting for INIT/SIPI."""
+        ...
+
+    def set_exception_intercepts(self, vectors: int) -> None:
+        """Stop before delivering the exceptions whose bits are set (Exit.EXCEPTION)."""
+        ...
+
+    def set_cpuid_intercepts(self, every: bool, leaves: frozenset[int]) -> None:
+        """Stop before CPUID of every leaf, or of these (Exit.CPUID)."""
         ...
 
     def signal_msi(self, address: int, data: int) -> bool:

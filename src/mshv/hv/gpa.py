@@ -2,9 +2,11 @@
 
 The hypervisor maps pages with HV_MAP_GPA_* permissions. What the engine can
 enforce decides what is accepted: KVM can make memory read-only but cannot
-refuse instruction fetches from memory it can read, so a mapping must be
+refuse instruction fetches from memory it can read, so there a mapping must be
 either fully accessible (RWX), read-only (RX), or not accessible at all (no
-permission bits: every access intercepts). Other combinations are refused
+permission bits: every access intercepts). The software engine enforces
+read, write and execute in any combination, but not kernel- and user-mode
+execute apart (mode-based execute control). Other combinations are refused
 as unsupported, naming the reason (docs/conformance.md).
 """
 
@@ -44,10 +46,18 @@ class GpaRange:
         return bool(self.flags & HV_MAP_GPA_WRITABLE)
 
 
-def check_flags(flags: int) -> None:
+def check_flags(flags: int, enforces_no_execute: bool = False) -> None:
     """Raise unless the engine can give exactly these permissions."""
     if flags & ~HV_MAP_GPA_PERMISSIONS_MASK:
         raise HvError(hv_status.HV_STATUS_INVALID_PARAMETER, f"unknown map flags {flags:#x}")
+    if enforces_no_execute:
+        execute = flags & HV_MAP_GPA_EXECUTABLE
+        if execute and execute != HV_MAP_GPA_EXECUTABLE:
+            raise UnsupportedError(
+                f"map flags {flags:#x}: the software engine cannot make memory executable in "
+                "kernel mode and not in user mode or the reverse (no mode-based execute control)"
+            )
+        return
     if flags not in ENFORCEABLE:
         raise UnsupportedError(
             f"map flags {flags:#x}: the KVM engine can only map memory readable, writable and "

@@ -1,12 +1,22 @@
-"""The hypervisor: the partitions of this process, created on an engine."""
+"""The hypervisor: the partitions of this process, created on an engine.
+
+There is one hypervisor per engine in use: `kvm` (guest code on /dev/kvm) or
+`tcg` (guest code on the software CPU). `auto` takes KVM only where the host
+has hardware virtualization and /dev/kvm is usable, the software engine
+otherwise; MSHV_ENGINE sets what `None` means.
+"""
 
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 
 from mshv.hv.engine import Engine
 from mshv.hv.partition import Partition
+
+ENGINES = ("kvm", "tcg")
+CHOICES = ("auto", *ENGINES)
 
 
 class Hypervisor:
@@ -21,10 +31,14 @@ class Hypervisor:
     def create_partition(self, flags: int, synthetic_features: int) -> Partition:
         """HvCreatePartition + HvInitializePartition."""
         machine = self.engine.create_machine(lapic=bool(flags & (1 << 13)))
-        with self._lock:
-            pid = next(self._ids)
-            part = Partition(pid, flags, synthetic_features, machine)
-            self.partitions[pid] = part
+        try:
+            with self._lock:
+                pid = next(self._ids)
+                part = Partition(pid, flags, synthetic_features, machine)
+                self.partitions[pid] = part
+        except BaseException:
+            machine.close()
+            raise
         return part
 
     def delete_partition(self, part: Partition) -> None:
@@ -33,16 +47,48 @@ class Hypervisor:
         part.delete()
 
 
-_hypervisor: Hypervisor | None = None
+def hardware_virtualization() -> bool:
+    """The host CPU has VMX or SVM and /dev/kvm is usable."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line.split()
+                    return "vmx" in flags or "svm" in flags
+    except OSError:
+        return False
+    return False
+
+
+def resolve(name: str | None) -> str:
+    """The engine `name` stands for: None is MSHV_ENGINE (default auto)."""
+    choice = (name or os.environ.get("MSHV_ENGINE") or "auto").lower()
+    if choice not in CHOICES:
+        raise ValueError(f"engine {choice!r}: choose one of {', '.join(CHOICES)}")
+    if choice == "auto":
+        return "kvm" if hardware_virtualization() else "tcg"
+    return choice
+
+
+_hypervisors: dict[str, Hypervisor] = {}
 _lock = threading.Lock()
 
 
-def hypervisor() -> Hypervisor:
-    """The process's hypervisor, on the KVM engine (started on first use)."""
-    global _hypervisor
+def hypervisor(name: str | None = None) -> Hypervisor:
+    """The process's hypervisor on that engine (started on first use)."""
+    engine = resolve(name)
     with _lock:
-        if _hypervisor is None:
-            from mshv.kvm.engine import engine
+        hv = _hypervisors.get(engine)
+        if hv is None:
+            if engine == "kvm":
+                from mshv.kvm.engine import engine as kvm_engine
 
-            _hypervisor = Hypervisor(engine())
-        return _hypervisor
+                hv = Hypervisor(kvm_engine())
+            else:
+                from mshv.tcg.engine import engine as tcg_engine
+
+                hv = Hypervisor(tcg_engine())
+            _hypervisors[engine] = hv
+        return hv

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 
 from mshv.abi.message import HV_MESSAGE_SIZE, hv_message_type
-from mshv.abi.tlfs import HV_INTERCEPT_ACCESS_READ, hv_cache_type
+from mshv.abi.tlfs import HV_INTERCEPT_ACCESS_READ, HV_INTERCEPT_ACCESS_WRITE, hv_cache_type
 from mshv.abi.tlfs import hv_register_name as R
 from mshv.hv.engine import Processor
 
@@ -136,3 +136,55 @@ def deliverable(buf: bytearray, sender: int, vp_index: int, p: Processor, kind: 
         cs_base, cs_limit, cs_sel, cs_attr, rip, rflags, kind, 0,
     )  # fmt: skip
     _tail(buf, DELIVERABLE)
+
+
+EXCEPTION = struct.Struct(
+    _HEADER + _INTERCEPT + "HBBI QQ 16s QIHH QIHH 16Q"
+)  # vector, info, byte count, error code, parameter, rsvd, bytes, ds, ss, gprs
+CPUID = struct.Struct(_HEADER + _INTERCEPT + "8Q")  # rax rcx rdx rbx, defaults rax rcx rdx rbx
+SIPI = struct.Struct(_HEADER + _INTERCEPT + "II")  # target VP, vector
+PAYLOAD_SIZE.update({EXCEPTION: 240, CPUID: 104, SIPI: 48})
+_SS = R.HV_X64_REGISTER_SS
+
+
+def exception(buf: bytearray, sender: int, vp_index: int, p: Processor) -> None:
+    """HVMSG_X64_EXCEPTION_INTERCEPT: the exception before its delivery."""
+    e = p.exit
+    state, cr8, cs_base, cs_limit, cs_sel, cs_attr, rip, rflags = p.header()
+    g = p.gprs()
+    code = e.insn_bytes[:16]
+    EXCEPTION.pack_into(
+        buf, 0, hv_message_type.HVMSG_X64_EXCEPTION_INTERCEPT, 240, 0, sender,
+        vp_index, e.insn_length | cr8 << 4, HV_INTERCEPT_ACCESS_READ, state,
+        cs_base, cs_limit, cs_sel, cs_attr, rip, rflags,
+        e.exception_vector, e.exception_flags, len(code), e.error_code,
+        e.exception_parameter, 0, code, *p.segment(_DS), *p.segment(_SS), *g[:16],
+    )  # fmt: skip
+    _tail(buf, EXCEPTION)
+
+
+def cpuid(buf: bytearray, sender: int, vp_index: int, p: Processor) -> None:
+    """HVMSG_X64_CPUID_INTERCEPT: the inputs and what the processor would return."""
+    e = p.exit
+    state, cr8, cs_base, cs_limit, cs_sel, cs_attr, rip, rflags = p.header()
+    g = p.gprs()
+    a, b, c, d = e.cpuid_defaults
+    CPUID.pack_into(
+        buf, 0, hv_message_type.HVMSG_X64_CPUID_INTERCEPT, 104, 0, sender,
+        vp_index, e.insn_length | cr8 << 4, HV_INTERCEPT_ACCESS_READ, state,
+        cs_base, cs_limit, cs_sel, cs_attr, rip, rflags,
+        g[0], g[1], g[2], g[3], a, c, d, b,
+    )  # fmt: skip
+    _tail(buf, CPUID)
+
+
+def sipi(buf: bytearray, sender: int, vp_index: int, p: Processor, target: int,
+         vector: int) -> None:  # fmt: skip
+    """HVMSG_X64_SIPI_INTERCEPT: a VP sent a SIPI, which the VMM delivers."""
+    state, cr8, cs_base, cs_limit, cs_sel, cs_attr, rip, rflags = p.header()
+    SIPI.pack_into(
+        buf, 0, hv_message_type.HVMSG_X64_SIPI_INTERCEPT, 48, 0, sender,
+        vp_index, cr8 << 4, HV_INTERCEPT_ACCESS_WRITE, state,
+        cs_base, cs_limit, cs_sel, cs_attr, rip, rflags, target, vector,
+    )  # fmt: skip
+    _tail(buf, SIPI)

@@ -3,9 +3,11 @@
 
 Port I/O and accesses to unmapped memory always intercept in an exo
 partition, so installing those changes nothing. MSR intercepts are
-delivered (every MSR, by access). Intercepts KVM cannot deliver faithfully
-(CPUID, exceptions, register, APIC SMI/INIT-SIPI/write, hypercall) are
-refused when installed, never accepted and then not delivered.
+delivered (every MSR, by access). Intercepts an engine cannot deliver
+faithfully are refused when installed, never accepted and then not
+delivered: on KVM, CPUID, exceptions and the APIC's INIT/SIPI; on every
+engine, the types the RFC gives no message for (register, APIC SMI and
+write, hypercall).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from mshv.abi import tlfs as t
 from mshv.abi.status import hv_status
 from mshv.abi.tlfs import hv_intercept_type as I
-from mshv.hv.engine import Machine
+from mshv.hv.engine import Exit, Machine
 from mshv.hv.errors import HvError, UnsupportedError
 
 ACCESS_MASK = (
@@ -22,28 +24,40 @@ ACCESS_MASK = (
 )  # fmt: skip
 MC_UPDATE_PATCH_LEVEL_MSR = 0x8B  # IA32_BIOS_SIGN_ID
 
-UNSUPPORTED: dict[int, str] = {
+# Refused on KVM; the software engine delivers them.
+KVM_UNSUPPORTED: dict[int, str] = {
     I.HV_INTERCEPT_TYPE_X64_CPUID: "KVM answers CPUID itself and never exits for it",
     I.HV_INTERCEPT_TYPE_X64_GLOBAL_CPUID: "KVM answers CPUID itself and never exits for it",
     I.HV_INTERCEPT_TYPE_EXCEPTION: "this host's KVM does not let userspace intercept exceptions",
-    I.HV_INTERCEPT_TYPE_REGISTER: "KVM does not exit for control-register accesses",
-    I.HV_INTERCEPT_TYPE_X64_APIC_SMI: "KVM's local APIC does not report SMIs",
-    I.HV_INTERCEPT_TYPE_HYPERCALL: "there is no intercept message for hypercalls",
     I.HV_INTERCEPT_TYPE_X64_APIC_INIT_SIPI: "KVM's local APIC handles INIT and SIPI itself",
-    I.HV_INTERCEPT_TYPE_X64_APIC_WRITE: "KVM's local APIC does not report register writes",
 }
+# Refused everywhere: the RFC has no message type to report them with.
+UNSUPPORTED: dict[int, str] = {
+    I.HV_INTERCEPT_TYPE_REGISTER: "the RFC has no message type for register intercepts",
+    I.HV_INTERCEPT_TYPE_X64_APIC_SMI: "the RFC has no message type for APIC SMI intercepts",
+    I.HV_INTERCEPT_TYPE_HYPERCALL: "there is no intercept message for hypercalls",
+    I.HV_INTERCEPT_TYPE_X64_APIC_WRITE: "the RFC has no message type for APIC write intercepts",
+}
+_CPUID = (I.HV_INTERCEPT_TYPE_X64_CPUID, I.HV_INTERCEPT_TYPE_X64_GLOBAL_CPUID)
 
 
 class Table:
     def __init__(self, machine: Machine) -> None:
         self._machine = machine
+        self._software = Exit.EXCEPTION in machine.exits  # an engine that gives them
         self.msr_read = False
         self.msr_write = False
         self.mc_update_read = False
+        self.exceptions = 0  # vector bitmap
+        self.cpuid_all = False
+        self.cpuid_leaves: frozenset[int] = frozenset()
+        self.init_sipi = False
 
     def install(self, kind: int, access_mask: int, parameter: int) -> None:
         if kind in UNSUPPORTED:
             raise UnsupportedError(f"intercept type {kind:#x}: {UNSUPPORTED[kind]}")
+        if kind in KVM_UNSUPPORTED and not self._software:
+            raise UnsupportedError(f"intercept type {kind:#x}: {KVM_UNSUPPORTED[kind]}")
         if not access_mask or access_mask & ~ACCESS_MASK:
             raise HvError(hv_status.HV_STATUS_INVALID_PARAMETER, f"access mask {access_mask:#x}")
         if kind in (I.HV_INTERCEPT_TYPE_X64_IO_PORT, I.HV_INTERCEPT_TYPE_MMIO):
@@ -56,6 +70,23 @@ class Table:
         if kind == I.HV_INTERCEPT_MC_UPDATE_PATCH_LEVEL_MSR_READ:
             self.mc_update_read = True
             self._apply()
+            return
+        if kind == I.HV_INTERCEPT_TYPE_EXCEPTION:
+            vector = parameter & 0xFFFF  # hv_intercept_parameters.exception_vector
+            if vector > 31:
+                raise HvError(hv_status.HV_STATUS_INVALID_PARAMETER, f"exception vector {vector}")
+            self.exceptions |= 1 << vector
+            self._machine.set_exception_intercepts(self.exceptions)
+            return
+        if kind in _CPUID:
+            if kind == I.HV_INTERCEPT_TYPE_X64_GLOBAL_CPUID:
+                self.cpuid_all = True
+            else:
+                self.cpuid_leaves |= {parameter & 0xFFFF_FFFF}  # cpuid_index
+            self._machine.set_cpuid_intercepts(self.cpuid_all, self.cpuid_leaves)
+            return
+        if kind == I.HV_INTERCEPT_TYPE_X64_APIC_INIT_SIPI:
+            self.init_sipi = True
             return
         raise HvError(hv_status.HV_STATUS_INVALID_PARAMETER, f"intercept type {kind:#x}")
 

@@ -1,11 +1,13 @@
-"""HvAssertVirtualInterrupt into the hypervisor's local APICs.
+"""HvAssertVirtualInterrupt into the partition's local APICs.
 
-Fixed, lowest-priority, NMI, INIT and SIPI interrupts are MSIs to the local
-APICs (the engine delivers them from any thread, running VPs included). A
-level-triggered vector is watched so that its EOI comes back to the VMM as
-HVMSG_X64_APIC_EOI. An ExtINT is the vector a userspace PIC hands over: it
-goes straight in when the target VP is stopped, or waits for the VP's next
-chance to take an interrupt.
+Fixed, lowest-priority, NMI, INIT and SIPI interrupts are messages to the
+local APICs, delivered from any thread, running VPs included: KVM's (as
+MSIs) or the hypervisor's own (`mshv.hv.apic`, on the software engine). A
+level-triggered vector's EOI comes back to the VMM as HVMSG_X64_APIC_EOI.
+An ExtINT is the vector a userspace PIC hands over: it goes straight in when
+the target VP is stopped, or waits for the VP's next chance to take an
+interrupt. LINT0/LINT1 are asserted through the target's LVT (hypervisor
+APIC only).
 """
 
 from __future__ import annotations
@@ -31,11 +33,16 @@ _DELIVERY_MODE: dict[int, int] = {
     IT.HV_X64_INTERRUPT_TYPE_SIPI: 6,
 }
 _UNSUPPORTED: dict[int, str] = {
-    IT.HV_X64_INTERRUPT_TYPE_SMI: "KVM's local APIC does not take SMIs by MSI",
-    IT.HV_X64_INTERRUPT_TYPE_REMOTEREAD: "remote read is obsolete and KVM has none",
+    IT.HV_X64_INTERRUPT_TYPE_SMI: "the emulation has no system management mode",
+    IT.HV_X64_INTERRUPT_TYPE_REMOTEREAD: "remote read is obsolete and no APIC here has it",
+}
+_KVM_UNSUPPORTED: dict[int, str] = {
     IT.HV_X64_INTERRUPT_TYPE_LOCALINT0: "KVM's local APIC has no LINT pins to assert",
     IT.HV_X64_INTERRUPT_TYPE_LOCALINT1: "KVM's local APIC has no LINT pins to assert",
 }
+_LINT: dict[int, int] = {
+    IT.HV_X64_INTERRUPT_TYPE_LOCALINT0: 0, IT.HV_X64_INTERRUPT_TYPE_LOCALINT1: 1,
+}  # fmt: skip
 
 
 class Controller:
@@ -56,6 +63,11 @@ class Controller:
         if kind == IT.HV_X64_INTERRUPT_TYPE_EXTINT:
             self._extint(dest, vector)
             return
+        if part.apic_bus is None and kind in _KVM_UNSUPPORTED:
+            raise UnsupportedError(f"interrupt type {kind}: {_KVM_UNSUPPORTED[kind]}")
+        if kind in _LINT:
+            self._lint(dest, _LINT[kind])
+            return
         mode = _DELIVERY_MODE.get(kind)
         if mode is None:
             raise HvError(hv_status.HV_STATUS_INVALID_PARAMETER, f"interrupt type {kind}")
@@ -66,6 +78,10 @@ class Controller:
         if not 0 <= dest <= 0xFF:
             raise HvError(hv_status.HV_STATUS_INVALID_PARAMETER, f"destination {dest:#x}")
         level &= mode in (0, 1)  # only fixed interrupts can be level-triggered
+        if part.apic_bus is not None:
+            part.apic_bus.deliver(dest, logical=logical, mode=mode, vector=vector & 0xFF,
+                                  level=level)  # fmt: skip
+            return
         target = None
         if level:
             part.machine.watch_eoi(vector)
@@ -91,6 +107,16 @@ class Controller:
         if vp is None:
             raise HvError(hv_status.HV_STATUS_INVALID_VP_INDEX, f"no VP with APIC id {dest}")
         vp.queue_extint(vector)
+
+    def _lint(self, dest: int, pin: int) -> None:
+        vp = self._part.vps.get(dest)
+        if vp is None or vp.apic is None:
+            raise HvError(hv_status.HV_STATUS_INVALID_VP_INDEX, f"no VP with APIC id {dest}")
+        if vp.apic.apic.assert_lint(pin) == "extint":
+            raise UnsupportedError(
+                f"LINT{pin} is programmed for ExtINT: assert HV_X64_INTERRUPT_TYPE_EXTINT "
+                "with the PIC's vector instead"
+            )
 
     def send_ipi(self, source: int, icr: int) -> None:
         """An interprocessor interrupt written to the synthetic ICR MSR:

@@ -7,13 +7,21 @@ import threading
 
 from mshv.abi import tlfs as t
 from mshv.abi.status import hv_status
-from mshv.abi.uapi import HV_MAP_GPA_READABLE, HV_PARTITION_CREATION_FLAG_LAPIC_ENABLED
+from mshv.abi.uapi import (
+    HV_MAP_GPA_EXECUTABLE,
+    HV_MAP_GPA_READABLE,
+    HV_MAP_GPA_WRITABLE,
+    HV_PARTITION_CREATION_FLAG_LAPIC_ENABLED,
+)
 from mshv.hv import intercepts, interrupts, synthetic
+from mshv.hv.apic import ApicBus, LocalApic
 from mshv.hv.engine import Machine, Processor
 from mshv.hv.errors import HvError
-from mshv.hv.gpa import PAGE_SIZE, GpaMap, GpaRange, check_flags
+from mshv.hv.gpa import PAGE_SIZE, RWX, GpaMap, GpaRange, check_flags
 from mshv.hv.synthetic import ReferenceClock
+from mshv.hv.timers import Timers
 from mshv.hv.vp import Vp
+from mshv.hv.vp_apic import VpApic, line_of
 
 MAX_VP_INDEX = 255
 
@@ -25,27 +33,33 @@ class Partition:
         synthetic.check(synthetic_features)
         self.id = pid
         self.flags = flags
-        self.synthetic_features = synthetic_features
+        self.synthetic_features: int = synthetic_features
         self.lapic = bool(flags & HV_PARTITION_CREATION_FLAG_LAPIC_ENABLED)
-        self.machine = machine
+        self.machine: Machine = machine
         self.gpa_map = GpaMap()
         self.vps: dict[int, Vp] = {}
         self.lock = threading.Lock()  # the guest-physical map and the VP table
         self.deleted = False
         # Partition-wide synthetic state (TLFS: these MSRs are per partition).
-        self.guest_os_id = 0
-        self.hypercall_msr = 0
-        self.reference_tsc_msr = 0
-        self.clock = ReferenceClock(machine.tsc_hz())
-        self.unimplemented_msr_action = t.HV_UNIMPLEMENTED_MSR_ACTION_FAULT
-        self.processors_per_socket = 1
+        self.guest_os_id: int = 0
+        self.hypercall_msr: int = 0
+        self.reference_tsc_msr: int = 0
+        self.clock: ReferenceClock = ReferenceClock(machine.tsc_hz())
+        self.unimplemented_msr_action: int = t.HV_UNIMPLEMENTED_MSR_ACTION_FAULT
+        self.processors_per_socket: int = 1
         self.intercepts = intercepts.Table(machine)
         self.interrupts = interrupts.Controller(self)
+        # The hypervisor's own local APICs, where the engine has none.
+        self.apic_bus: ApicBus | None = None
+        self.timers: Timers | None = None
+        if self.lapic and not machine.provides_apic:
+            self.apic_bus = ApicBus()
+            self.timers = Timers(name=f"mshv-partition-{pid}-timers")
 
     # --- HvMapGpaPages / HvUnmapGpaPages --------------------------------------------
 
     def map_gpa_pages(self, gpa_pfn: int, page_count: int, uaddr: int, flags: int) -> None:
-        check_flags(flags)
+        check_flags(flags, self.machine.enforces_no_execute)
         gpa = gpa_pfn * PAGE_SIZE
         size = page_count * PAGE_SIZE
         if gpa + size > 1 << self.machine.physical_address_bits:
@@ -59,8 +73,14 @@ class Partition:
                 # The hypercall would overwrite; the RFC driver never lets it.
                 raise HvError(hv_status.HV_STATUS_INVALID_PARAMETER, "GPA range already mapped")
             handle = None
-            if flags & HV_MAP_GPA_READABLE:
-                handle = self.machine.map_memory(gpa, size, uaddr, writable=flags == 0xF)
+            if self.machine.enforces_no_execute:
+                if flags:  # what the flags leave out stops the access
+                    handle = self.machine.map_memory(
+                        gpa, size, uaddr, bool(flags & HV_MAP_GPA_WRITABLE),
+                        bool(flags & HV_MAP_GPA_EXECUTABLE), bool(flags & HV_MAP_GPA_READABLE),
+                    )  # fmt: skip
+            elif flags & HV_MAP_GPA_READABLE:
+                handle = self.machine.map_memory(gpa, size, uaddr, writable=flags == RWX)
             self.gpa_map.add(GpaRange(gpa, size, uaddr, flags, handle))
 
     def unmap_gpa_pages(self, gpa_pfn: int, page_count: int) -> None:
@@ -83,10 +103,21 @@ class Partition:
                 raise HvError(hv_status.HV_STATUS_INVALID_VP_INDEX, f"VP {index} exists")
             leaves = synthetic.cpuid_leaves(self.synthetic_features, self.processors_per_socket)
             processor = self.machine.create_processor(index, leaves)
+            apic = None
             try:
                 self.clock.anchor(processor.tsc())
                 vp = Vp(self, index, processor)
+                if self.apic_bus is not None and self.timers is not None:
+                    clock = VpApic.clock(processor, self.machine.tsc_hz())
+                    apic = LocalApic(index, self.apic_bus, self.timers, clock, bsp=index == 0)
+                    apic.attach(line_of(processor))
+                    self.apic_bus.add(apic)
+                    vp.apic = VpApic(vp, apic)
             except BaseException:
+                if apic is not None:
+                    apic.close()
+                    if self.apic_bus is not None:
+                        self.apic_bus.remove(apic)
                 processor.close()
                 raise
             self.vps[index] = vp
@@ -179,6 +210,11 @@ class Partition:
                 return
             self.deleted = True
             for vp in self.vps.values():
+                if vp.apic is not None and self.apic_bus is not None:
+                    vp.apic.apic.close()
+                    self.apic_bus.remove(vp.apic.apic)
                 vp.close()
             self.vps.clear()
+            if self.timers is not None:
+                self.timers.close()
             self.machine.close()

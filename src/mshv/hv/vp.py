@@ -15,7 +15,7 @@ from mshv.abi.message import HV_MESSAGE_SIZE, hv_message_type
 from mshv.abi.status import hv_status
 from mshv.abi.tlfs import hv_register_name as R
 from mshv.abi.uapi import HV_XSAVE_DATA_NO_XMM_REGISTERS, hv_local_interrupt_controller_state
-from mshv.hv import hypercall, intercept, synthetic
+from mshv.hv import hypercall, intercept, synthetic, vp_apic
 from mshv.hv.engine import Exit, Processor
 from mshv.hv.errors import HvError
 from mshv.hv.regpage import OFF_DIRTY, SLOW_NAMES, RegisterPage
@@ -23,6 +23,7 @@ from mshv.hv.regpage import PAGE_SIZE as PAGE_SIZE
 
 if TYPE_CHECKING:
     from mshv.hv.partition import Partition
+    from mshv.hv.vp_apic import VpApic
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -82,6 +83,12 @@ class Vp:
         self._eoi_message: int | None = None  # a level EOI done through the synthetic EOI MSR
         self._io_key: tuple[object, ...] | None = None  # the last I/O message and its inputs
         self._io_bytes = b""
+        self.apic: VpApic | None = None  # the hypervisor's APIC, on engines without one
+        # Registers the hypervisor answers; without an engine APIC, APIC_BASE too.
+        self._own = _HYPERVISOR_REGISTERS
+        if not partition.machine.provides_apic:
+            self._own = _HYPERVISOR_REGISTERS | {R.HV_X64_REGISTER_APIC_BASE}
+        self._queued: deque[bytes] = deque()  # messages to give before running again
         self.page.fill(processor)
 
     @property
@@ -103,6 +110,9 @@ class Vp:
         if self._extints or self.notifications or self.partition.clock.frozen is not None:
             self._before_run()
         msg = self.message if out is None else out
+        if self._queued:
+            msg[:HV_MESSAGE_SIZE] = self._queued.popleft()
+            return
         self.running = True
         try:
             ex = p.run()
@@ -190,8 +200,30 @@ class Vp:
                 self.level_outstanding.discard(p.exit.eoi_vector)
                 intercept.apic_eoi(msg, sender, index, p.exit.eoi_vector)
             elif ex is Exit.MEMORY:
+                if self.apic is not None and self.apic.owns(p.exit.gpa):
+                    ended = self.apic.mmio(p)
+                    if ended is not None and ended.level:
+                        intercept.apic_eoi(msg, sender, index, ended.vector)
+                        return
+                    ex = p.run()
+                    continue
                 rng = self.partition.gpa_map.find(p.exit.gpa)
                 intercept.memory(msg, sender, index, p, rng is not None)
+            elif ex is Exit.EXCEPTION:
+                intercept.exception(msg, sender, index, p)
+            elif ex is Exit.CPUID:
+                intercept.cpuid(msg, sender, index, p)
+            elif ex is Exit.TPR and self.apic is not None:
+                self.apic.cr8_written(p.control()[3])
+                ex = p.run()
+                continue
+            elif ex is Exit.WAKE and self.apic is not None:
+                self.apic.startup()
+                if self._queued:
+                    msg[:HV_MESSAGE_SIZE] = self._queued.popleft()
+                    return
+                ex = p.run()
+                continue
             elif ex is Exit.HALT:
                 kind = hv_message_type.HVMSG_X64_HALT
                 intercept.header_only(msg, kind, sender, index, p, p.exit.insn_length)
@@ -248,6 +280,12 @@ class Vp:
             else:
                 p.complete_msr(synthetic.msr_read(part, self, index))
             return True
+        if self.apic is not None and index in vp_apic.APIC_MSRS:
+            result, ended = self.apic.msr(index, is_write, value)
+            p.complete_msr(result)
+            if ended is not None and ended.level:
+                self._eoi_message = ended.vector
+            return True
         if part.intercepts.msr(index, is_write):
             return False
         result = p.msr_passthrough(index, is_write, value)
@@ -262,6 +300,8 @@ class Vp:
         if index == t.HV_X64_MSR_ICR:
             return self.icr
         if index == t.HV_X64_MSR_TPR:
+            if self.apic is not None:
+                return self.apic.apic.tpr
             return (self.processor.control()[3] & 0xF) << 4
         return None  # EOI is write-only
 
@@ -269,17 +309,35 @@ class Vp:
         if index == t.HV_X64_MSR_VP_ASSIST_PAGE:
             self.vp_assist_page = value & ~0xFFE
         elif index == t.HV_X64_MSR_EOI:
+            if self.apic is not None:
+                ended = self.apic.apic.eoi()
+                if ended is not None and ended.level:
+                    self._eoi_message = ended.vector
+                return True
             done = self.processor.apic_eoi()
             if done is not None and done[1]:
                 self._eoi_message = done[0]
         elif index == t.HV_X64_MSR_ICR:
             self.icr = value
+            if self.apic is not None:
+                if not self.apic._sipi_intercepted(value):
+                    self.apic.apic.write_icr(value)
+                return True
             self.partition.interrupts.send_ipi(self.index, value)
         elif index == t.HV_X64_MSR_TPR:
             self.processor.set_registers([R.HV_X64_REGISTER_CR8], [_value(value >> 4 & 0xF)])
+            if self.apic is not None:
+                self.apic.apic.tpr = value & 0xFF
         return True
 
     # --- interrupts ----------------------------------------------------------------------
+
+    def queue_sipi_intercept(self, target: int, vector: int) -> None:
+        """A SIPI this VP sent, for the VMM (the APIC INIT/SIPI intercept):
+        given by the next RUN_VP, before the VP runs on."""
+        msg = bytearray(HV_MESSAGE_SIZE)
+        intercept.sipi(msg, self.sender, self.index, self.processor, target, vector)
+        self._queued.append(bytes(msg))
 
     def queue_extint(self, vector: int) -> None:
         """An ExtINT for this VP (any thread): delivered when it next runs and
@@ -310,10 +368,10 @@ class Vp:
 
     def get_registers(self, names: Sequence[int]) -> list[bytes]:
         self._take_page()
-        if not _HYPERVISOR_REGISTERS.intersection(names):
+        if not self._own.intersection(names):
             return self.processor.get_registers(names)
         # The engine's registers in one call (one ioctl per kind of state).
-        engine = [n for n in names if n not in _HYPERVISOR_REGISTERS]
+        engine = [n for n in names if n not in self._own]
         values = dict(zip(engine, self.processor.get_registers(engine), strict=True))
         return [values[n] if n in values else self._get_one(n) for n in names]
 
@@ -339,6 +397,9 @@ class Vp:
         }
         if n in simple:
             return _value(simple[n])
+        if n == R.HV_X64_REGISTER_APIC_BASE:
+            base = self.apic.apic.msr_read(vp_apic.APIC_BASE_MSR) if self.apic else None
+            return _value(base or 0)  # no local APIC: nothing to point at
         return _value(part.reference_time(self))  # HV_REGISTER_TIME_REF_COUNT
 
     def set_registers(self, names: Sequence[int], values: Sequence[bytes]) -> None:
@@ -350,7 +411,7 @@ class Vp:
         self._take_page()
         if len(names) == 1 and names[0] == R.HV_X64_REGISTER_RIP:
             self.processor.set_rip(_U64.unpack_from(values[0])[0])
-        elif _HYPERVISOR_REGISTERS.intersection(names):
+        elif self._own.intersection(names):
             self._set_mixed(names, values)
         else:
             self.processor.set_registers(names, values)
@@ -362,10 +423,11 @@ class Vp:
         """Hypervisor registers are checked first, then the engine's are set
         (all or nothing), then the hypervisor's."""
         own = [(n, _U64.unpack_from(v)[0]) for n, v in zip(names, values, strict=True)
-               if n in _HYPERVISOR_REGISTERS]  # fmt: skip
+               if n in self._own]  # fmt: skip
         writable = {
             R.HV_REGISTER_GUEST_OS_ID, R.HV_X64_REGISTER_HYPERCALL, R.HV_REGISTER_REFERENCE_TSC,
             R.HV_REGISTER_VP_ASSIST_PAGE, R.HV_X64_REGISTER_DELIVERABILITY_NOTIFICATIONS,
+            R.HV_X64_REGISTER_APIC_BASE,
         }  # fmt: skip
         for n, v in own:
             if n not in writable:
@@ -376,9 +438,10 @@ class Vp:
                 # The hypervisor refuses NMI notifications (rust-vmm's tests see
                 # HV_STATUS_INVALID_PARAMETER); priorities other than 0 likewise.
                 raise HvError(hv_status.HV_STATUS_INVALID_PARAMETER, f"notifications {v:#x}")
-        rest = [
-            (n, v) for n, v in zip(names, values, strict=True) if n not in _HYPERVISOR_REGISTERS
-        ]
+            if n == R.HV_X64_REGISTER_APIC_BASE and self.apic is None and v:
+                raise HvError(hv_status.HV_STATUS_INVALID_REGISTER_VALUE,
+                              "the partition has no local APIC to place")  # fmt: skip
+        rest = [(n, v) for n, v in zip(names, values, strict=True) if n not in self._own]
         if rest:
             self.processor.set_registers([n for n, _ in rest], [v for _, v in rest])
         part = self.partition
@@ -391,6 +454,11 @@ class Vp:
                 part.set_reference_tsc_msr(v & ~0xFFE, self)
             elif n == R.HV_REGISTER_VP_ASSIST_PAGE:
                 self.vp_assist_page = v & ~0xFFE
+            elif n == R.HV_X64_REGISTER_APIC_BASE:
+                if self.apic is not None and self.apic.apic.msr_write(vp_apic.APIC_BASE_MSR, v) \
+                        is False:  # fmt: skip
+                    raise HvError(hv_status.HV_STATUS_INVALID_REGISTER_VALUE,
+                                  f"APIC base {v:#x}")  # fmt: skip
             else:
                 self.notifications = v
 
@@ -401,6 +469,8 @@ class Vp:
         p = self.processor
         if kind == _LAPIC_STATE:
             self._require_lapic()
+            if self.apic is not None:
+                return self.apic.apic.state()
             return p.interrupt_controller_state()
         image = bytearray(p.xsave_state(self._xsave_components(states)))
         if flags & HV_XSAVE_DATA_NO_XMM_REGISTERS:
@@ -412,6 +482,9 @@ class Vp:
         p = self.processor
         if kind == _LAPIC_STATE:
             self._require_lapic()
+            if self.apic is not None:
+                self.apic.apic.set_state(bytes(data[: apic_state_size()]))
+                return
             p.set_interrupt_controller_state(data[: apic_state_size()])
             return
         self._xsave_components(states)

@@ -9,11 +9,12 @@ import mmap
 import struct
 import threading
 
+from mshv.hv import xsave
+from mshv.hv.engine import Exit
 from mshv.hv.errors import EngineError
+from mshv.hv.memory import GuestMemory, alias_shared, unmap_alias
 from mshv.kvm import abi as k
-from mshv.kvm import xsave
 from mshv.kvm.locate import Host
-from mshv.kvm.memory import GuestMemory, alias_shared, unmap_alias
 from mshv.kvm.processor import KvmProcessor
 from mshv.kvm.system import Kvm, VmFd, system
 from mshv.kvm.vcpu import VcpuFd
@@ -42,6 +43,10 @@ CPUID_HYPERVISOR = 1 << 31  # leaf 1 ECX
 
 class KvmMachine:
     """A KVM VM behind one partition."""
+
+    provides_apic = True  # KVM's in-kernel local APICs
+    exits: frozenset[Exit] = frozenset()  # no exception or CPUID exits here
+    enforces_no_execute = False
 
     def __init__(self, kvm: Kvm, host: Host, *, lapic: bool) -> None:
         self.kvm = kvm
@@ -73,7 +78,10 @@ class KvmMachine:
         self._routes: dict[int, k.kvm_irq_routing_entry] = {}
         self._lock = threading.Lock()
 
-    def map_memory(self, gpa: int, size: int, uaddr: int, writable: bool) -> int:
+    def map_memory(
+        self, gpa: int, size: int, uaddr: int, writable: bool, executable: bool = True,
+        readable: bool = True,
+    ) -> int:  # fmt: skip
         with self._lock:
             slot = next((s for s in range(MAX_SLOTS) if s not in self._slots), None)
             if slot is None:
@@ -168,6 +176,14 @@ class KvmMachine:
         for i, entry in enumerate(self._routes.values()):
             buf[8 + i * size : 8 + (i + 1) * size] = bytes(entry)
         fcntl.ioctl(self.vm.fd, k.KVM_SET_GSI_ROUTING, buf)
+
+    def set_exception_intercepts(self, vectors: int) -> None:
+        if vectors:
+            raise EngineError("the KVM engine cannot intercept exceptions")
+
+    def set_cpuid_intercepts(self, every: bool, leaves: frozenset[int]) -> None:
+        if every or leaves:
+            raise EngineError("the KVM engine cannot intercept CPUID")
 
     def set_msr_intercepts(self, read: bool, write: bool, reads: frozenset[int]) -> None:
         with self._lock:

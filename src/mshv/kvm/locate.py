@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import iced_x86 as ix
 
-from mshv.kvm.memory import GuestMemory
+from mshv.hv.memory import GuestMemory
 
 MAX_INSN = 15
 RSP, RCX, RDX, RSI, RDI = 4, 1, 2, 6, 7  # TLFS / x86 encoding order

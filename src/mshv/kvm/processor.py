@@ -19,10 +19,12 @@ from mshv.abi.tlfs import (
     HV_INTERCEPT_ACCESS_WRITE,
 )
 from mshv.abi.tlfs import hv_register_name as R
+from mshv.hv import xsave
 from mshv.hv.engine import Exit, ExitInfo
 from mshv.hv.errors import EngineError
+from mshv.hv.memory import CR0_PG, EFER_LMA, GuestMemory
 from mshv.kvm import abi as k
-from mshv.kvm import apic, xsave
+from mshv.kvm import apic
 from mshv.kvm.drain import drain
 from mshv.kvm.locate import (
     Context,
@@ -34,7 +36,6 @@ from mshv.kvm.locate import (
     locate_pio,
     pre_state,
 )
-from mshv.kvm.memory import CR0_PG, EFER_LMA, GuestMemory
 from mshv.kvm.regfile import RegisterFile
 from mshv.kvm.regs import TLFS_TO_KVM, pending_to_hv, segment_to_hv
 from mshv.kvm.vcpu import VcpuFd
