@@ -262,19 +262,65 @@ class MsrIntercept(InterceptMessage):
 
 
 class CpuidIntercept(InterceptMessage):
-    """HVMSG_X64_CPUID_INTERCEPT (not delivered by the KVM engine)."""
+    """HVMSG_X64_CPUID_INTERCEPT: CPUID, not executed; the inputs and what the
+    processor would have returned (software engine; KVM cannot intercept)."""
 
     payload_type = m.hv_x64_cpuid_intercept_message
 
+    @property
+    def leaf(self) -> int:
+        return int(self._p.rax) & 0xFFFF_FFFF  # type: ignore[union-attr]
+
+    @property
+    def subleaf(self) -> int:
+        return int(self._p.rcx) & 0xFFFF_FFFF  # type: ignore[union-attr]
+
+    @property
+    def default_result(self) -> tuple[int, int, int, int]:
+        """(EAX, EBX, ECX, EDX) the processor would return."""
+        p = self._p
+        return (int(p.default_result_rax), int(p.default_result_rbx),  # type: ignore[union-attr]
+                int(p.default_result_rcx), int(p.default_result_rdx))  # type: ignore[union-attr]  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"<CpuidIntercept leaf={self.leaf:#x}.{self.subleaf} rip={self.rip:#x}>"
+
 
 class ExceptionIntercept(InterceptMessage):
-    """HVMSG_X64_EXCEPTION_INTERCEPT (not delivered by the KVM engine)."""
+    """HVMSG_X64_EXCEPTION_INTERCEPT: an exception before its delivery, the
+    faulting instruction not executed (software engine; KVM cannot intercept)."""
 
     payload_type = m.hv_x64_exception_intercept_message
 
     @property
     def vector(self) -> int:
         return int(self._p.exception_vector)  # type: ignore[union-attr]
+
+    @property
+    def error_code(self) -> int | None:
+        """The error code it pushes, or None for a vector without one."""
+        p = self._p
+        if not p.exception_info.error_code_valid:  # type: ignore[union-attr]
+            return None
+        return int(p.error_code)  # type: ignore[union-attr]
+
+    @property
+    def software_exception(self) -> bool:
+        """INT3 or INTO: RIP is at the instruction, `next_rip` after it."""
+        return bool(self._p.exception_info.software_exception)  # type: ignore[union-attr]
+
+    @property
+    def exception_parameter(self) -> int:
+        """The faulting linear address of a #PF (the guest's CR2 is unchanged)."""
+        return int(self._p.exception_parameter)  # type: ignore[union-attr]
+
+    @property
+    def instruction_bytes(self) -> bytes:
+        p = self._p
+        return _bytes(p.instruction_bytes, p.instruction_byte_count)  # type: ignore[union-attr]
+
+    def __repr__(self) -> str:
+        return f"<ExceptionIntercept vector={self.vector} rip={self.rip:#x}>"
 
 
 class ApicEoi(Message):
@@ -307,9 +353,21 @@ class InterruptionDeliverable(InterceptMessage):
 
 
 class SipiIntercept(InterceptMessage):
-    """HVMSG_X64_SIPI_INTERCEPT (not delivered by the KVM engine)."""
+    """HVMSG_X64_SIPI_INTERCEPT: this VP sent a SIPI, which the VMM delivers
+    (the APIC INIT/SIPI intercept; software engine)."""
 
     payload_type = m.hv_x64_sipi_intercept_message
+
+    @property
+    def target_vp_index(self) -> int:
+        return int(self._p.target_vp_index)  # type: ignore[union-attr]
+
+    @property
+    def vector(self) -> int:
+        return int(self._p.interrupt_vector)  # type: ignore[union-attr]
+
+    def __repr__(self) -> str:
+        return f"<SipiIntercept to={self.target_vp_index} vector={self.vector:#x}>"
 
 
 class UnsupportedFeature(Message):

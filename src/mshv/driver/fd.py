@@ -81,7 +81,7 @@ def errno_error(e: BaseException) -> OSError:
         err = hv_status_to_errno(e.status)
         return OSError(err, f"{os.strerror(err)} ({e})")
     if isinstance(e, UnsupportedError):
-        return OSError(errno.EOPNOTSUPP, f"not supported by the KVM engine: {e}")
+        return OSError(errno.EOPNOTSUPP, f"not supported by the emulation: {e}")
     if isinstance(e, EngineError):
         return OSError(errno.EIO, f"engine failure: {e}")
     raise TypeError(f"not a hypervisor failure: {e!r}")
