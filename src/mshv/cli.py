@@ -1,4 +1,9 @@
-"""The `mshv` command: one function per subcommand."""
+"""mshv: run guests through the Microsoft Hypervisor's /dev/mshv interface,
+or its emulation on this machine.
+
+Without a real /dev/mshv the emulation runs guest code on an engine: KVM
+(hardware virtualization) or the software CPU (tcg). --engine auto picks
+KVM only where the host has hardware virtualization."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import sys
 
 from mshv import _sys
 from mshv.client.messages import Halt
+from mshv.engines import CHOICES, resolve
 from mshv.errors import MshvError
 from mshv.vmm import guests
 from mshv.vmm.machine import Machine
@@ -20,9 +26,13 @@ def demo(args: argparse.Namespace) -> int:
         out.write(data)
         out.flush()
 
-    backend = "emulated on KVM" if _sys.backend_for_path(_sys.DEVICE_PATH) is _sys.emulated \
-        else "real /dev/mshv"  # fmt: skip
-    with Machine(guests.DEMO_MEMORY, console) as m:
+    engine = None if args.engine is None else resolve(args.engine)
+    if engine is not None or _sys.backend_for_path(_sys.DEVICE_PATH) is _sys.emulated:
+        name = engine or resolve(None)
+        backend = f"emulated on {'KVM' if name == 'kvm' else 'the software CPU (tcg)'}"
+    else:
+        backend = "real /dev/mshv"
+    with Machine(guests.DEMO_MEMORY, console, engine=engine) as m:
         m.load(guests.DEMO)
         m.start_real_mode(guests.DEMO_ENTRY_POINT)
         result = m.run()
@@ -37,9 +47,18 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mshv", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help=demo.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="mshv", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("demo", help="boot the built-in guest and report how it went",
+                       description=demo.__doc__)  # fmt: skip
+    p.add_argument(
+        "--engine", choices=CHOICES, default=None,
+        help="where guest code runs: kvm, tcg (the software CPU) or auto (KVM with hardware "
+        "virtualization, else tcg); default: the real /dev/mshv if there is one, else "
+        "$MSHV_ENGINE or auto",
+    )  # fmt: skip
     p.set_defaults(func=demo)
     args = parser.parse_args(argv)
     try:

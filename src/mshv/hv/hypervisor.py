@@ -1,22 +1,17 @@
 """The hypervisor: the partitions of this process, created on an engine.
 
-There is one hypervisor per engine in use: `kvm` (guest code on /dev/kvm) or
-`tcg` (guest code on the software CPU). `auto` takes KVM only where the host
-has hardware virtualization and /dev/kvm is usable, the software engine
-otherwise; MSHV_ENGINE sets what `None` means.
+There is one hypervisor per engine in use (`mshv.engines`): `kvm` (guest
+code on /dev/kvm) or `tcg` (guest code on the software CPU).
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 
+from mshv.engines import resolve
 from mshv.hv.engine import Engine
 from mshv.hv.partition import Partition
-
-ENGINES = ("kvm", "tcg")
-CHOICES = ("auto", *ENGINES)
 
 
 class Hypervisor:
@@ -45,31 +40,6 @@ class Hypervisor:
         with self._lock:
             self.partitions.pop(part.id, None)
         part.delete()
-
-
-def hardware_virtualization() -> bool:
-    """The host CPU has VMX or SVM and /dev/kvm is usable."""
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = line.split()
-                    return "vmx" in flags or "svm" in flags
-    except OSError:
-        return False
-    return False
-
-
-def resolve(name: str | None) -> str:
-    """The engine `name` stands for: None is MSHV_ENGINE (default auto)."""
-    choice = (name or os.environ.get("MSHV_ENGINE") or "auto").lower()
-    if choice not in CHOICES:
-        raise ValueError(f"engine {choice!r}: choose one of {', '.join(CHOICES)}")
-    if choice == "auto":
-        return "kvm" if hardware_virtualization() else "tcg"
-    return choice
 
 
 _hypervisors: dict[str, Hypervisor] = {}

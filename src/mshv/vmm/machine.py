@@ -25,11 +25,14 @@ class Result:
 
 
 class Machine:
-    """One VP, `memory_size` bytes of RAM at GPA 0, COM1 on the port bus."""
+    """One VP, `memory_size` bytes of RAM at GPA 0, COM1 on the port bus.
+    `engine` is Device's: kvm, tcg, auto, or None (the real /dev/mshv if
+    there is one, else MSHV_ENGINE or auto)."""
 
     def __init__(self, memory_size: int, console: Callable[[bytes], None], *,
-                 lapic: bool = False, path: str = "/dev/mshv") -> None:  # fmt: skip
-        self.device = Device(path)
+                 lapic: bool = False, path: str = "/dev/mshv",
+                 engine: str | None = None) -> None:  # fmt: skip
+        self.device = Device(path, engine=engine)
         try:
             self.partition: Partition = self.device.create_partition(lapic=lapic)
             self.memory = GuestMemory(memory_size)
