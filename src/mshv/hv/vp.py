@@ -181,6 +181,9 @@ class Vp:
                         intercept.apic_eoi(msg, sender, index, self._eoi_message)
                         self._eoi_message = None
                         return
+                    if self._queued:  # a SIPI the intercept keeps for the VMM
+                        msg[:HV_MESSAGE_SIZE] = self._queued.popleft()
+                        return
                     ex = p.run()
                     continue
                 p.cancel()
@@ -204,6 +207,9 @@ class Vp:
                     ended = self.apic.mmio(p)
                     if ended is not None and ended.level:
                         intercept.apic_eoi(msg, sender, index, ended.vector)
+                        return
+                    if self._queued:
+                        msg[:HV_MESSAGE_SIZE] = self._queued.popleft()
                         return
                     ex = p.run()
                     continue
