@@ -17,6 +17,7 @@ from tests.conftest import real_mode_vp
 from tests.guests import X2APIC_EOI, X2APIC_ON, asm, ivt_entry
 
 VECTOR = 0x41
+CLOCK_FREQUENCY = t.hv_partition_property_code.HV_PARTITION_PROPERTY_PROCESSOR_CLOCK_FREQUENCY
 
 
 def test_tsc_deadline_timer_wakes_a_halted_vp(device: mshv.Device, engine: str) -> None:
@@ -41,7 +42,7 @@ def test_tsc_deadline_timer_wakes_a_halted_vp(device: mshv.Device, engine: str) 
         """
     )
     with device.create_partition(lapic=True) as part:
-        hz = part.get_property(t.hv_partition_property_code.HV_PARTITION_PROPERTY_PROCESSOR_CLOCK_FREQUENCY)  # fmt: skip
+        hz = part.get_property(CLOCK_FREQUENCY)
         vp, mem = real_mode_vp(part, code, rsp=0x800, rdi=hz // 500)
         with mem:
             mem.write(*ivt_entry(VECTOR, 0x2000))
