@@ -82,7 +82,7 @@ int main(int argc, char **argv) {
 
 def mshv_save_restore(n: int) -> tuple[float, float]:
     """(save, restore) seconds per VP."""
-    with mshv.Device() as dev, dev.create_partition(lapic=True) as part:
+    with mshv.Device(engine="kvm") as dev, dev.create_partition(lapic=True) as part:
         vp = part.create_vp(0)
         for _ in range(100):  # warm up
             vp.restore_state(vp.save_state())
@@ -125,7 +125,7 @@ def main() -> None:
 
 
 def part_xsave() -> int:
-    with mshv.Device() as dev, dev.create_partition() as part:
+    with mshv.Device(engine="kvm") as dev, dev.create_partition() as part:
         return part.xsave_size
 
 
