@@ -174,3 +174,42 @@ def test_idt_limit_and_vectors_in_16_bit_real_mode_iret(ram: Ram, cpu: Cpu) -> N
     real_mode(cpu, 0x1000, rsp=0x800)
     assert out_values(cpu, 2) == [0x30, 1]
     assert IDT  # long-mode IDT location used by the other tests
+
+
+def test_protected_mode_interrupt_from_ring_3_uses_the_tss_stack(ram: Ram, cpu: Cpu) -> None:
+    """32-bit protected mode: INT 0x30 from CPL 3 through a DPL 3 interrupt
+    gate switches to the TSS's SS0:ESP0 and pushes SS, ESP, EFLAGS, CS, EIP."""
+    gdt = struct.pack(
+        "<6Q",
+        0,
+        0x00CF9A000000FFFF,  # 0x08 code, ring 0
+        0x00CF92000000FFFF,  # 0x10 data, ring 0
+        0x00CFFA000000FFFF,  # 0x1b code, ring 3
+        0x00CFF2000000FFFF,  # 0x23 data, ring 3
+        0x0000890060000067,  # 0x28 32-bit TSS at 0x6000
+    )
+    ram.write(0x2000, gdt)
+    tss = bytearray(104)
+    struct.pack_into("<II", tss, 4, 0x9000, 0x10)  # ESP0, SS0
+    ram.write(0x6000, bytes(tss))
+    gate = 0x4000 | 0x08 << 16 | 0xEE00 << 32  # 32-bit interrupt gate, DPL 3, P
+    ram.write(0x3000 + 8 * 0x30, struct.pack("<Q", gate))
+    ram.write(0x4000, asm("mov eax, esp\nout 0x80, eax\nmov eax, [esp + 16]\nout 0x81, eax\n"
+                          "hlt", 32, 0x4000))  # fmt: skip
+    ram.write(0x5000, asm("int 0x30", 32, 0x5000))
+    # ring 0 code: load TR, then IRET to ring 3 at 0x5000 with ESP 0x8000
+    ram.write(0x1000, asm("mov ax, 0x28\nltr ax\npush 0x23\npush 0x8000\npush 0x3202\n"
+                          "push 0x1b\npush 0x5000\niretd", 32, 0x1000))  # fmt: skip
+    p = cpu.page
+    s = p.sregs
+    s.cr0 = 0x11
+    s.gdtr.base, s.gdtr.limit = 0x2000, len(gdt) - 1
+    s.idtr.base, s.idtr.limit = 0x3000, 0x7FF
+    flat = [(0, 0xFFFF_FFFF, 0x10, 0xC093)] * 6
+    flat[1] = (0, 0xFFFF_FFFF, 0x08, 0xC09B)
+    for i, seg in enumerate(flat):
+        s.seg[i].base, s.seg[i].limit, s.seg[i].selector, s.seg[i].attributes = seg
+    s.seg[7].base, s.seg[7].limit, s.seg[7].selector, s.seg[7].attributes = 0, 0xFFFF, 0, 0x8B
+    p.regs.rip, p.regs.rflags, p.regs.gpr[4] = 0x1000, 2, 0x7000
+    p.dirty = abi.DIRTY_REGS | abi.DIRTY_SREGS | abi.DIRTY_EVENTS
+    assert out_values(cpu, 2) == [0x9000 - 20, 0x23]  # on ESP0; the user SS in the frame

@@ -77,6 +77,7 @@ class TcgProcessor:
         self._state_ver = 0
         self._ver_current = False
         self._sys: tuple[tuple[int, int, int, int], ...] | None = None
+        self._segs: tuple[tuple[int, int, int, int], ...] = ()
         self._gp: tuple[int, ...] | None = None
         self.reset_state = bytes(self._view[_STATE])  # the power-on state, for INIT
         self.reset_fpu = cpu.xsave()
@@ -248,12 +249,12 @@ class TcgProcessor:
     def _segments(self) -> tuple[tuple[int, int, int, int], ...]:
         segs = self._sys
         if segs is None:
-            view = self._view
-            raw = bytes(view[_SREGS])
-            if raw != self._sregs_raw:
+            raw = bytes(self._view[_SREGS])
+            if raw != self._sregs_raw:  # rare between exits: decode only then
                 self._sregs_raw = raw
                 self.seg_version += 1
-            segs = self._sys = tuple(_SEG.unpack_from(view, _OFF_SEGS + 16 * i) for i in range(8))
+                self._segs = tuple(_SEG.unpack_from(raw, 16 * i) for i in range(8))
+            segs = self._sys = self._segs
         return segs
 
     def header(self) -> tuple[int, int, int, int, int, int, int, int]:
