@@ -69,6 +69,8 @@ class TcgProcessor:
         self._mapped: dict[int, tuple[int, int]] = {}  # handle -> (gpa, size)
         self._kicked = False  # Processor.kick: the next exit is INTERRUPTED
         self.in_run = False
+        self._closing = False
+        self._idle = threading.Condition()  # close() waits for a run in flight
         self.synced = threading.Condition(machine.lock)
         self._msr_pending = False
         self.seg_version = 0
@@ -87,9 +89,12 @@ class TcgProcessor:
     def run(self) -> Exit:
         if self._msr_pending:
             raise EngineError("an MSR access is pending: complete_msr() or cancel() it first")
+        with self._idle:
+            if self._closing:
+                raise EngineError(f"VP {self.index} is closed")
+            self.in_run = True
         if self.applied_version != self._machine.version:
             self._machine.sync(self)
-        self.in_run = True
         try:
             while True:
                 reason = self._run_cpu()
@@ -106,7 +111,9 @@ class TcgProcessor:
                     continue
                 return self._other(reason)
         finally:
-            self.in_run = False
+            with self._idle:
+                self.in_run = False
+                self._idle.notify_all()
 
     def _io(self) -> Exit:
         _, length, flags, port, _, _, size, *_ = self._cpu.exit_fields()
@@ -414,4 +421,12 @@ class TcgProcessor:
         self._cpu.set_tsc(value)
 
     def close(self) -> None:
+        """Stop a run in flight (it returns INTERRUPTED), then free the CPU."""
+        with self._idle:
+            self._closing = True
+            if self.in_run:
+                self.kick()
+                self._idle.wait_for(lambda: not self.in_run, timeout=10.0)
+            if self.in_run:
+                raise EngineError(f"VP {self.index} did not stop to be closed")
         self._cpu.close()
