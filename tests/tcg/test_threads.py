@@ -211,6 +211,32 @@ def test_self_modifying_code_in_a_loop(ram: Ram, cpu: Cpu) -> None:
     assert abi.DIRTY_REGS
 
 
+def test_a_store_into_the_running_block_changes_the_next_instruction(ram: Ram,
+                                                                     cpu: Cpu) -> None:  # fmt: skip
+    # The INC patches the immediate of the MOV right after it, in the same
+    # translated block: the MOV runs with the new immediate (as on x86).
+    ram.write(0x1000, asm("again:\ninc byte ptr [0x1005]\nmov al, 0\nout 0x80, al\njmp again",
+                          16, 0x1000))  # fmt: skip
+    real_mode(cpu, 0x1000)
+    seen = []
+    for _ in range(4):
+        assert cpu.run() is ExitReason.IO
+        seen.append(cpu.page.exit.value)
+        step_over(cpu)
+    assert seen == [1, 2, 3, 4]
+
+
+def test_code_on_a_page_stored_to_before_sees_its_own_stores(ram: Ram, cpu: Cpu) -> None:
+    # Stores to a page without code take the fast path. Once code is
+    # translated there, a store from that code into its own block must still
+    # change the instruction that follows it.
+    ram.write(0x1000, asm("mov byte ptr [0x2000], 0x90\njmp 0x2000", 16, 0x1000))
+    ram.write(0x2000, asm("nop\nmov byte ptr [0x2007], 7\nmov al, 5\nout 0x80, al", 16, 0x2000))
+    real_mode(cpu, 0x1000)
+    assert cpu.run() is ExitReason.IO
+    assert cpu.page.exit.value == 7
+
+
 def test_halt_waits_inside_the_run_until_an_interrupt(ram: Ram) -> None:
     cpu = Cpu(1_000_000_000, halt_waits=True)
     try:
