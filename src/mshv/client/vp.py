@@ -16,6 +16,7 @@ from mshv.abi.tlfs import hv_get_set_vp_state_type
 from mshv.abi.tlfs import hv_register_name as R
 from mshv.abi.uapi import (
     HV_VP_REGISTER_PAGE_OFFSETS,
+    HV_X64_REGISTER_CLASS_GENERAL,
     HV_X64_REGISTER_CLASS_IP,
     MSHV_VP_MAX_REGISTERS,
     MSHV_VP_MMAP_REGISTERS_OFFSET,
@@ -26,7 +27,7 @@ from mshv.abi.uapi import (
 )
 from mshv.client import registers as regs
 from mshv.client import state
-from mshv.client.messages import VIEW_TYPES, Message
+from mshv.client.messages import VIEW_TYPES, IoPortIntercept, Message
 from mshv.client.state import VpState
 from mshv.errors import BusyError, ClosedError, from_oserror
 
@@ -39,7 +40,10 @@ _U64 = struct.Struct("<Q")
 _ISVALID = HV_VP_REGISTER_PAGE_OFFSETS["isvalid"]
 _DIRTY = HV_VP_REGISTER_PAGE_OFFSETS["dirty"]
 _RIP = HV_VP_REGISTER_PAGE_OFFSETS["rip"]
+_RAX = HV_VP_REGISTER_PAGE_OFFSETS["rax"]
 _DIRTY_IP = 1 << HV_X64_REGISTER_CLASS_IP
+_DIRTY_GP = 1 << HV_X64_REGISTER_CLASS_GENERAL
+_IN_MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFF_FFFF}
 _RUN_VP = nr.MSHV_RUN_VP
 _LAPIC = hv_get_set_vp_state_type.HV_GET_SET_VP_STATE_LOCAL_INTERRUPT_CONTROLLER_STATE
 _XSAVE = hv_get_set_vp_state_type.HV_GET_SET_VP_STATE_XSAVE
@@ -149,6 +153,22 @@ class Vp:
             mshv.ioctl(self.fd, nr.MSHV_SET_VP_REGISTERS, self._rip_args)
         except OSError as e:
             raise from_oserror(e, "MSHV_SET_VP_REGISTERS") from e
+
+    def complete_io_read(self, msg: IoPortIntercept, value: int) -> None:
+        """Complete an intercepted IN: `value` goes to AL/AX/EAX as the CPU
+        would put it (a 32-bit IN zero-extends into RAX, narrower ones keep
+        the upper bits) and RIP steps past the instruction. One write to
+        the register page when mapped, else MSHV_SET_VP_REGISTERS."""
+        size = msg.access_size
+        mask = _IN_MASK[size]
+        rax = value & mask if size == 4 else (msg.rax & ~mask) | (value & mask)
+        page = self._page
+        if page is not None and page[_ISVALID]:
+            _U64.pack_into(page, _RAX, rax)
+            _U64.pack_into(page, _RIP, msg.next_rip)
+            page[_DIRTY] |= _DIRTY_GP | _DIRTY_IP
+            return
+        self.set_registers(rax=rax, rip=msg.next_rip)
 
     def advance(self, msg: Message) -> None:
         """Step past an intercepted instruction: RIP = its RIP + its length."""

@@ -54,7 +54,7 @@ def read_user(addr: int, size: int, what: str = "argument") -> bytes:
     buf = ctypes.create_string_buffer(size)
     local = _Iovec(ctypes.addressof(buf), size)
     remote = _Iovec(addr, size)
-    n = _readv(os.getpid(), ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    n = _readv(_PID, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
     if n != size:
         raise fault(f"{what} at {addr:#x} ({size} bytes)")
     return buf.raw
@@ -76,7 +76,17 @@ class _Scratch(threading.local):
 
 
 _scratch = _Scratch()
+# process_vm_readv/writev name this process; getpid() is a system call, so
+# the pid is kept, and renewed in a forked child.
 _PID = os.getpid()
+
+
+def _renew_pid() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_renew_pid)
 
 
 def read_user2(a: int, na: int, b: int, nb: int, what: str) -> tuple[bytes, bytes]:
@@ -93,8 +103,7 @@ def read_user2(a: int, na: int, b: int, nb: int, what: str) -> tuple[bytes, byte
     r[0].len = na
     r[1].base = b
     r[1].len = nb
-    pid = _PID if os.getpid() == _PID else os.getpid()
-    if _readv(pid, s.local_addr, 1, s.remote_addr, 2, 0) != total:
+    if _readv(_PID, s.local_addr, 1, s.remote_addr, 2, 0) != total:
         raise fault(what)
     return ctypes.string_at(s.buf_addr, na), ctypes.string_at(s.buf_addr + na, nb)
 
@@ -110,7 +119,7 @@ def write_user(addr: int, data: bytes, what: str = "argument") -> None:
     buf = ctypes.create_string_buffer(data, size)
     local = _Iovec(ctypes.addressof(buf), size)
     remote = _Iovec(addr, size)
-    n = _writev(os.getpid(), ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    n = _writev(_PID, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
     if n != size:
         raise fault(f"{what} at {addr:#x} ({size} bytes)")
 

@@ -111,8 +111,13 @@ class RegisterPage:
             values: list[bytes] = []
             gp = _GP.unpack_from(page, _OFF_GP)
             if dirty & DIRTY_GENERAL:
-                names.extend(_GP_NAMES)
-                values.extend(_value(v) for v in gp[:16])
+                # Only what userspace changed since the fill: completing an IN
+                # rewrites RAX alone, and the engine then sets two registers.
+                was = _GP.unpack_from(self._bytes) if self._valid else (None,) * 16
+                for name, v, old in zip(_GP_NAMES, gp[:16], was, strict=False):
+                    if v != old:
+                        names.append(name)
+                        values.append(_value(v))
             if dirty & DIRTY_IP:
                 names.append(R.HV_X64_REGISTER_RIP)
                 values.append(_value(gp[16]))

@@ -94,7 +94,7 @@ class Outcome:
 class Profile:
     """Intercepts by kind, port and address, and the VMM's time handling them."""
 
-    kinds: Counter[str] = field(default_factory=Counter)
+    kinds: Counter[int] = field(default_factory=Counter)  # hv_message_type values
     ports: Counter[int] = field(default_factory=Counter)
     mmio: Counter[int] = field(default_factory=Counter)
     handling_s: float = 0.0
@@ -104,10 +104,17 @@ class Profile:
         lines = [f"{total} intercepts in {seconds:.2f} s ({total / max(seconds, 1e-9):.0f}/s); "
                  f"VMM handling {self.handling_s:.2f} s "
                  f"({self.handling_s / max(total, 1) * 1e6:.1f} us each)"]  # fmt: skip
-        lines += [f"  {kind}: {n}" for kind, n in self.kinds.most_common()]
+        lines += [f"  {_name(kind)}: {n}" for kind, n in self.kinds.most_common()]
         lines += [f"  port {port:#x}: {n}" for port, n in self.ports.most_common(8)]
         lines += [f"  mmio {addr:#x}: {n}" for addr, n in self.mmio.most_common(4)]
         return "\n".join(lines)
+
+
+def _name(kind: int) -> str:
+    try:
+        return T(kind).name
+    except ValueError:
+        return f"message type {kind:#x}"
 
 
 @dataclass(frozen=True)
@@ -356,7 +363,7 @@ class LinuxMachine:
 
     def _vp_loop(self, vp: Vp) -> None:
         done = self._done
-        run, advance = vp.run, vp.advance
+        run = vp.run
         kinds, ports = self.profile.kinds, self.profile.ports
         lock = self.lock
         clock = time.perf_counter
@@ -373,7 +380,6 @@ class LinuxMachine:
                 with lock:
                     self._current_vp = vp.index
                     self._port_io(vp, msg)
-                advance(msg)
             elif kind in _MEMORY:
                 assert isinstance(msg, MemoryIntercept)
                 with lock:
@@ -386,7 +392,7 @@ class LinuxMachine:
                 self.finish(Outcome(End.TRIPLE_FAULT, "", vp.index, getattr(msg, "rip", None)))
             else:
                 self._unhandled(vp, msg, "")
-            kinds[msg.type_name] += 1
+            kinds[kind] += 1
             self.profile.handling_s += clock() - t0
 
     def _port_io(self, vp: Vp, msg: IoPortIntercept) -> None:
@@ -394,13 +400,11 @@ class LinuxMachine:
             self._unhandled(vp, msg, "string port I/O (INS/OUTS) is not emulated")
             return
         size = msg.access_size
-        mask = _MASK[size]
         if msg.is_write:
-            self.pio.write(msg.port, size, msg.rax & mask)
-            return
-        value = self.pio.read(msg.port, size) & mask
-        # A 32-bit IN zero-extends into RAX; narrower ones keep the upper bits.
-        vp.set_registers(rax=value if size == 4 else (msg.rax & ~mask) | value)
+            self.pio.write(msg.port, size, msg.rax & _MASK[size])
+            vp.advance(msg)
+        else:
+            vp.complete_io_read(msg, self.pio.read(msg.port, size))
 
     def _mmio(self, vp: Vp, msg: MemoryIntercept) -> None:
         self.profile.mmio[msg.gpa & ~0xFFF] += 1

@@ -45,7 +45,7 @@ class Statistics:
 def run(vp: Vp, pio: Bus, stats: Statistics) -> Message:
     """Run until the guest halts or triple-faults; return that message."""
     count = stats.intercepts
-    run_vp, advance = vp.run, vp.advance
+    run_vp = vp.run
     while True:
         msg = run_vp()
         kind = msg.type
@@ -53,7 +53,6 @@ def run(vp: Vp, pio: Bus, stats: Statistics) -> Message:
         if kind == _IO:
             assert isinstance(msg, IoPortIntercept)
             _port_io(vp, msg, pio)
-            advance(msg)
         elif kind in _STOPS:
             return msg
         else:
@@ -64,14 +63,11 @@ def _port_io(vp: Vp, msg: IoPortIntercept, pio: Bus) -> None:
     if msg.string_op:
         _unhandled(msg, "string port I/O (INS/OUTS) is not emulated by this VMM")
     size = msg.access_size
-    mask = _MASK[size]
     if msg.is_write:
-        pio.write(msg.port, size, msg.rax & mask)
-        return
-    value = pio.read(msg.port, size) & mask
-    # A 32-bit IN zero-extends into RAX; narrower ones keep the upper bits.
-    rax = value if size == 4 else (msg.rax & ~mask) | value
-    vp.set_registers(rax=rax)
+        pio.write(msg.port, size, msg.rax & _MASK[size])
+        vp.advance(msg)
+    else:
+        vp.complete_io_read(msg, pio.read(msg.port, size))
 
 
 def _unhandled(msg: Message, detail: str) -> None:
