@@ -8,6 +8,7 @@ KVM only where the host has hardware virtualization."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 
 from mshv import _sys
@@ -50,16 +51,22 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Boot a Linux kernel with the terminal as its serial console (COM1,
-    ttyS0). The guest's power-off or reboot ends the run with status 0; a
-    kernel panic, a triple fault or an intercept the VMM cannot complete
-    ends it with status 1 and a line saying why, with the VP's RIP.
+    """Boot a Linux kernel with the terminal as its serial console (COM1, the
+    guest's ttyS0): the machine has ACPI, an IOAPIC, a 16550A and the legacy PC
+    ports, and the guest sees a Microsoft Hypervisor.
 
-    Console keys: Ctrl-A x quits, Ctrl-A Ctrl-A sends Ctrl-A, Ctrl-A h
-    lists them. Input that is not a terminal is passed to the guest as is.
+    Exit status: 0 when the guest powers off or resets (or on Ctrl-A x); 1 when
+    it panics, triple-faults or stops at an intercept the VMM cannot complete,
+    with a line saying why and the VP's RIP; 2 for bad options or images.
 
-    Guest images: `mshv images` prepares a Debian kernel and a busybox
-    initramfs and prints the command line that boots them."""
+    Console keys: Ctrl-A x quits, Ctrl-A Ctrl-A sends Ctrl-A, Ctrl-A h lists
+    them. Input that is not a terminal is passed to the guest as it is.
+
+    Examples:
+      mshv images                       # a Debian kernel and busybox initramfs
+      mshv run $(mshv images --args)    # boot them to a shell
+      mshv run --kernel bzImage --initrd initrd.img --append "console=ttyS0 quiet" \\
+               --cpus 2 --memory 1G"""
     config = linux.Config(
         kernel=args.kernel, initrd=args.initrd, cmdline=args.append,
         memory=linux.parse_size(args.memory), cpus=args.cpus,
@@ -83,6 +90,9 @@ def prepare_images(args: argparse.Namespace) -> int:
     console, and print the command that boots them. Files are cached under
     $XDG_CACHE_HOME/mshv/images (~/.cache/mshv/images)."""
     got = images.prepare()
+    if args.args:
+        print(f"--kernel {got.kernel} --initrd {got.initrd}")
+        return 0
     print(f"kernel: {got.kernel} ({got.kernel_version})")
     print(f"initrd: {got.initrd}")
     print(f"boot:   mshv run --kernel {got.kernel} --initrd {got.initrd}")
@@ -108,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                    "hardware virtualization, else tcg); default: the real /dev/mshv if there "
                    "is one, else $MSHV_ENGINE or auto")  # fmt: skip
     p = sub.add_parser("run", help="boot a Linux kernel on the serial console",
-                       description=run.__doc__,
+                       description=inspect.cleandoc(run.__doc__ or ""),
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument(
         "--kernel",
@@ -147,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("images", help="prepare a Debian kernel and a busybox initramfs",
                        description=prepare_images.__doc__)  # fmt: skip
+    p.add_argument(
+        "--args",
+        action="store_true",
+        help="print only the options for mshv run: mshv run $(mshv images --args)",
+    )
     p.set_defaults(func=prepare_images)
     args = parser.parse_args(argv)
     try:
