@@ -46,6 +46,10 @@ def test_boot_to_init_and_power_off(check_guest: images.Images, cpus: int, appen
     assert found["uname"] == kernel_release(check_guest)
     assert found["nproc"] == str(cpus)
     assert found["hyperv"] == "detected"
+    # TSC and APIC timer frequencies from the synthetic MSRs: 2 GHz, 1 GHz / HZ 250.
+    assert found["tsc"] == "tsc: Detected 2000.000 MHz processor"
+    assert found["lapic"] == "Hyper-V: LAPIC Timer Frequency: 0x3d0900"
+    assert found["calibrations"] == "0"
     assert "hyperv_clocksource_tsc_page" in found["clocksources"].split()
     assert found["clocksource"] == "hyperv_clocksource_tsc_page"
     assert found["tmpfs"] == "written in tmpfs"
