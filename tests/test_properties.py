@@ -517,3 +517,19 @@ def test_run_vp_after_thaw(partition: mshv.Partition) -> None:
     finally:
         partition.close()
         mem.close()
+
+
+@pytest.mark.parametrize("value", [1 << 63, (1 << 64) - 1])
+def test_reference_time_near_2_64_with_the_tsc_page_on(partition: mshv.Partition,
+                                                      value: int) -> None:  # fmt: skip
+    """The TSC page's offset is a 64-bit addend: any reference time fits,
+    and the clock wraps modulo 2^64 as the guest's sum does."""
+    with mshv.GuestMemory(0x2000) as mem:
+        partition.map_guest_memory(0, mem)
+        vp = partition.create_vp(0)
+        vp.set_registers(reference_tsc=0x1000 | 1)  # the page at GPA 0x1000, enabled
+        partition.set_property(REFERENCE_TIME, value)
+        now = partition.get_property(REFERENCE_TIME)
+        assert (now - value) % (1 << 64) < 10_000 * MS
+        sequence, _, scale, _ = struct.unpack_from("<IIQQ", mem.read(0x1000, 24))
+        assert sequence not in (0, 0xFFFF_FFFF) and scale

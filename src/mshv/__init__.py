@@ -34,8 +34,11 @@ def open(path: str = _sys.DEVICE_PATH, *, engine: str | None = None) -> int:
 def ioctl(fd: int, request: int, arg: Any = 0) -> int:
     """ioctl(2) on an mshv fd; returns its value (a new fd for the create calls)."""
     file = _emulated.get(fd)
-    if file is not None:
-        return file.ioctl(request, arg)  # type: ignore[no-any-return]
+    if file is not None and file.hold():
+        try:
+            return file.ioctl(request, arg)  # type: ignore[no-any-return]
+        finally:
+            file.drop()
     return _sys.real.ioctl(fd, request, arg)
 
 

@@ -32,16 +32,49 @@ class Sys(Protocol):
     def close(self, fd: int) -> None: ...
 
 
-def _check_buffer(request: int, arg: Any) -> None:
-    """A buffer shorter than the request's argument would be a bad pointer."""
+def _check_fd(fd: int) -> None:
+    """EBADF for a number that is not an open fd, as the kernel checks first."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_GETFD)
+    except OverflowError:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF)) from None
+
+
+def _check_buffer(fd: int, request: int, arg: Any) -> None:
+    """A buffer shorter than the request's argument would be a bad pointer
+    (after the fd: the kernel looks the fd up before it copies anything)."""
     if isinstance(arg, int) or not ioc_dir(request):
         return
     view = memoryview(arg)
     if view.readonly:
         raise TypeError("ioctl argument buffer must be writable")
     if view.nbytes < ioc_size(request):
+        _check_fd(fd)
         raise OSError(errno.EFAULT, f"argument buffer of {view.nbytes} bytes, "
                       f"{ioc_size(request)} needed")  # fmt: skip
+
+
+PAGE_SIZE = _mmap.PAGESIZE
+
+
+def check_mmap(length: int, offset: int) -> None:
+    """mmap(2)'s argument errors after the fd lookup: EINVAL for no length,
+    ENOMEM for a length no address space holds, EOVERFLOW for an offset
+    (taken as unsigned, as the kernel does) that runs past 2^64."""
+    if length == 0:
+        raise OSError(errno.EINVAL, f"{os.strerror(errno.EINVAL)}: mmap length 0")
+    if not 0 < length < 1 << 63:
+        raise OSError(errno.ENOMEM, f"{os.strerror(errno.ENOMEM)}: mmap length {length}")
+    pgoff = (offset & (1 << 64) - 1) // PAGE_SIZE
+    if pgoff + (length + PAGE_SIZE - 1) // PAGE_SIZE >= 1 << (64 - 12):
+        raise OSError(errno.EOVERFLOW, f"{os.strerror(errno.EOVERFLOW)}: mmap offset {offset}")
+
+
+def check_mmap_offset(offset: int) -> None:
+    """An offset that is not a multiple of the page size: EINVAL, checked
+    before anything else."""
+    if not isinstance(offset, int) or offset % PAGE_SIZE:
+        raise OSError(errno.EINVAL, f"{os.strerror(errno.EINVAL)}: mmap offset {offset}")
 
 
 class RealSys:
@@ -53,12 +86,18 @@ class RealSys:
     def ioctl(self, fd: int, request: int, arg: Any = 0) -> int:
         if isinstance(arg, int):
             return ioctl_ulong(fd, request, arg)
-        _check_buffer(request, arg)
+        _check_buffer(fd, request, arg)
         return int(fcntl.ioctl(fd, request, arg, True))
 
     def mmap(self, fd: int, length: int, offset: int = 0) -> _mmap.mmap:
+        check_mmap_offset(offset)
+        _check_fd(fd)
+        check_mmap(length, offset)
         prot = _mmap.PROT_READ | _mmap.PROT_WRITE
-        return _mmap.mmap(fd, length, _mmap.MAP_SHARED, prot, offset=offset)
+        try:
+            return _mmap.mmap(fd, length, _mmap.MAP_SHARED, prot, offset=offset)
+        except OverflowError as e:
+            raise OSError(errno.EOVERFLOW, f"{os.strerror(errno.EOVERFLOW)}: {e}") from None
 
     def close(self, fd: int) -> None:
         os.close(fd)
@@ -75,16 +114,25 @@ class EmulatedSys:
 
     def ioctl(self, fd: int, request: int, arg: Any = 0) -> int:
         file = emulated_files.get(fd)
-        if file is None:
+        if file is None or not file.hold():
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-        return int(file.ioctl(request, arg))
+        try:
+            return int(file.ioctl(request, arg))
+        finally:
+            file.drop()
 
     def mmap(self, fd: int, length: int, offset: int = 0) -> _mmap.mmap:
+        check_mmap_offset(offset)
         file = emulated_files.get(fd)
-        if file is None:
+        if file is None or not file.hold():
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-        backing = file.mmap_fd(length, offset)
-        return _mmap.mmap(backing, length, _mmap.MAP_SHARED, _mmap.PROT_READ | _mmap.PROT_WRITE)
+        try:
+            check_mmap(length, offset)
+            backing = file.mmap_fd(length, offset)
+            return _mmap.mmap(backing, length, _mmap.MAP_SHARED,
+                              _mmap.PROT_READ | _mmap.PROT_WRITE)  # fmt: skip
+        finally:
+            file.drop()
 
     def close(self, fd: int) -> None:
         from mshv.driver.fd import table

@@ -3,9 +3,12 @@ reference; the partition goes when the last closes, and takes every fd and threa
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+import signal
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +16,7 @@ import pytest
 import mshv
 from mshv.abi import ioctl as nr
 from mshv.abi.message import hv_message_type
-from mshv.abi.uapi import mshv_create_vp
+from mshv.abi.uapi import mshv_create_partition, mshv_create_vp
 from mshv.driver import device as driver_device
 from tests.driver._raw import (
     CODE_GPA,
@@ -181,4 +184,95 @@ def test_failed_creates_leak_no_fd(baseline: tuple[int, int]) -> None:
             mshv.close(part)
     finally:
         mshv.close(dev)
+    assert (open_fds(), threading.active_count()) == baseline
+
+
+def test_refused_synthetic_features_leak_no_fd(baseline: tuple[int, int]) -> None:
+    """The engine's machine (a KVM VM) is not made for a partition that is refused."""
+    dev = open_device()
+    try:
+        for features in (1 << 4, 1 << 40):  # SynIC registers, an unknown bit
+            arg = mshv_create_partition()
+            arg.synthetic_processor_features.as_uint64[0] = features
+            expect_errno(errno.EOPNOTSUPP, dev, nr.MSHV_CREATE_PARTITION, arg)
+    finally:
+        mshv.close(dev)
+    assert (open_fds(), threading.active_count()) == baseline
+
+
+@pytest.fixture
+def sigusr1() -> Iterator[None]:
+    old = signal.signal(signal.SIGUSR1, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
+def test_closing_a_vp_inside_run_vp_waits_for_the_run(baseline: tuple[int, int],
+                                                      sigusr1: None) -> None:  # fmt: skip
+    """The last fds go while another thread is in RUN_VP: the VP lives on until
+    that call returns (here, EINTR from a signal), as the kernel holds the file
+    for a call in flight."""
+    with user_pages(2) as mem:
+        ctypes.memmove(mem + PAGE, b"\xeb\xfe", 2)  # jmp $
+        dev = open_device()
+        part = create_partition(dev)
+        mshv.ioctl(part, nr.MSHV_MAP_GUEST_MEMORY, region(2 * PAGE, 0, mem, 0xF))
+        vp = create_vp(part)
+        prepare_vp(vp)
+        got: list[BaseException] = []
+
+        def runner() -> None:
+            try:
+                run(vp)
+            except BaseException as e:
+                got.append(e)
+
+        t = threading.Thread(target=runner)
+        t.start()
+        time.sleep(0.3)
+        mshv.close(part)
+        mshv.close(vp)  # the last reference: the partition goes once RUN_VP returns
+        time.sleep(0.1)
+        assert t.is_alive()  # still running the guest
+        while t.is_alive():
+            assert t.ident is not None
+            signal.pthread_kill(t.ident, signal.SIGUSR1)
+            t.join(0.05)
+        mshv.close(dev)
+    assert len(got) == 1 and isinstance(got[0], OSError) and got[0].errno == errno.EINTR, got
+    assert (open_fds(), threading.active_count()) == baseline
+
+
+def test_register_calls_racing_a_close_fail_only_with_oserror(baseline: tuple[int, int]) -> None:
+    """Calls on a VP fd that another thread closes: each succeeds or fails with
+    EBADF (or ENOTTY, when the number has been reused for another file, as
+    with the kernel), never with another exception."""
+    with guest() as g:
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                try:
+                    set_registers(g.vp, {R.HV_X64_REGISTER_RAX: u64(1)})
+                except OSError as e:
+                    if e.errno not in (errno.EBADF, errno.ENOTTY):
+                        errors.append(e)
+                    return
+                except BaseException as e:
+                    errors.append(e)
+                    return
+
+        threads = [threading.Thread(target=hammer) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.05)
+        g.close(g.vp)
+        g.close(g.part)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert errors == []
     assert (open_fds(), threading.active_count()) == baseline

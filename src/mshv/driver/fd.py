@@ -20,9 +20,32 @@ from mshv.hv.errors import EngineError, HvError, UnsupportedError
 
 
 class File:
-    """A driver object behind an fd (device, partition or VP)."""
+    """A driver object behind an fd (device, partition or VP).
+
+    As the kernel's `struct file`, it is released when its last reference
+    goes: the fd holds one, and every call in flight holds one (`hold` /
+    `drop`), so closing the fd while another thread is inside an ioctl on it
+    releases the object only once that ioctl has returned."""
 
     kind = "file"
+    _refs = 1
+    _ref_lock = threading.Lock()  # shared: taking a reference is brief
+
+    def hold(self) -> bool:
+        """A reference for one call; False once the object is released."""
+        with File._ref_lock:
+            if self._refs <= 0:
+                return False
+            self._refs += 1
+            return True
+
+    def drop(self) -> None:
+        """Give a reference back; the last one releases the object."""
+        with File._ref_lock:
+            self._refs -= 1
+            last = self._refs == 0
+        if last:
+            self.release()
 
     def ioctl(self, request: int, arg: Any) -> int:
         raise OSError(errno.ENOTTY, os.strerror(errno.ENOTTY))
@@ -47,20 +70,21 @@ class FdTable:
             stale = self._files.pop(fd, None)
             self._files[fd] = file
         if stale is not None:
-            stale.release()
+            stale.drop()
         return fd
 
     def get(self, fd: int) -> File | None:
         return self._files.get(fd)
 
     def close(self, fd: int) -> bool:
-        """Close an emulated fd; False if it is not one of ours."""
+        """Close an emulated fd; False if it is not one of ours. The object
+        goes when the calls still in flight on it have returned."""
         with self._lock:
             file = self._files.pop(fd, None)
         if file is None:
             return False
         try:
-            file.release()
+            file.drop()
         finally:
             os.close(fd)
         return True

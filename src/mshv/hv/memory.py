@@ -40,13 +40,59 @@ MREMAP_MAYMOVE = 1
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
 
+_mmap = _libc.mmap
+_mmap.restype = ctypes.c_void_p
+_mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                  ctypes.c_long]  # fmt: skip
+_mremap_fixed = _libc["mremap"]  # its own function object: it takes the fifth argument
+_mremap_fixed.restype = ctypes.c_void_p
+_mremap_fixed.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int,
+                          ctypes.c_void_p]  # fmt: skip
+MREMAP_FIXED = 2
+PROT_NONE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_NORESERVE = 0, 0x02, 0x20, 0x4000
+
+
+def shared_pieces(uaddr: int, size: int) -> list[tuple[int, int]] | None:
+    """The mappings that make up [uaddr, uaddr+size), clipped to it, if every
+    one of them is shared; None if any part is private or not mapped."""
+    end = uaddr + size
+    pieces: list[tuple[int, int]] = []
+    at = uaddr
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            span, perms = line.split(None, 2)[:2]
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            if hi <= at:
+                continue
+            if lo > at or perms[3] != "s":
+                return None  # a hole, or a private mapping
+            pieces.append((at, min(hi, end)))
+            at = min(hi, end)
+            if at >= end:
+                return pieces
+    return None
+
+
 def alias_shared(uaddr: int, size: int) -> int | None:
-    """A second mapping of the same pages if [uaddr, uaddr+size) is one shared
-    mapping, else None."""
-    addr = _mremap(uaddr, 0, size, MREMAP_MAYMOVE)
-    if addr is None or addr == _MAP_FAILED:
+    """A second mapping of the same pages if all of [uaddr, uaddr+size) is
+    shared memory, else None. Each mapping the range spans is aliased on its
+    own (an alias of one object longer than the object would fault with
+    SIGBUS past its end), into one reserved range."""
+    pieces = shared_pieces(uaddr, size)
+    if pieces is None:
         return None
-    return int(addr)
+    if len(pieces) == 1:
+        addr = _mremap(uaddr, 0, size, MREMAP_MAYMOVE)
+        return None if addr is None or addr == _MAP_FAILED else int(addr)
+    base = _mmap(None, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+    if base is None or base == _MAP_FAILED:
+        return None
+    for lo, hi in pieces:
+        got = _mremap_fixed(lo, 0, hi - lo, MREMAP_MAYMOVE | MREMAP_FIXED, base + lo - uaddr)
+        if got is None or got == _MAP_FAILED:
+            _munmap(base, size)
+            return None
+    return int(base)
 
 
 def unmap_alias(addr: int, size: int) -> None:

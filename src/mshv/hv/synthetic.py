@@ -98,6 +98,14 @@ def cpuid_leaves(features: int, logical_processors: int) -> dict[int, tuple[int,
     }
 
 
+_U64_MASK = (1 << 64) - 1
+
+
+def _signed64(v: int) -> int:
+    v &= _U64_MASK
+    return v - (1 << 64) if v >> 63 else v
+
+
 class ReferenceClock:
     """Partition reference time in 100 ns units, and the TSC page that lets
     the guest compute it from its TSC: time = ((tsc * scale) >> 64) + offset."""
@@ -116,29 +124,31 @@ class ReferenceClock:
     def anchor(self, tsc: int) -> None:
         """Tie reference time to a VP's TSC so both clocks agree."""
         if self.offset is None:
-            self.offset = self._host_time() - ((tsc * self.scale) >> 64)
+            self.offset = _signed64(self._host_time() - ((tsc * self.scale) >> 64))
 
     def now(self, tsc: int | None) -> int:
         if self.frozen is not None:
             return self.frozen
         if tsc is None or self.offset is None:
-            return self._host_time()
-        return ((tsc * self.scale) >> 64) + self.offset
+            return self._host_time() & _U64_MASK
+        # The guest's sum wraps at 64 bits, as the TSC page's does.
+        return (((tsc * self.scale) >> 64) + self.offset) & _U64_MASK
 
     def set(self, value: int, tsc: int | None) -> None:
         """Make the reference time `value` now (REFERENCE_TIME); the TSC page
         then needs rewriting with a new sequence number."""
         if tsc is not None and self.offset is not None:
-            self.offset = value - ((tsc * self.scale) >> 64)
+            self.offset = _signed64(value - ((tsc * self.scale) >> 64))
         self._origin = time.monotonic_ns() - value * 100
         if self.frozen is not None:
             self.frozen = value
         self.sequence = self.sequence % 0xFFFF_FFFE + 1
 
     def tsc_page(self) -> bytes:
-        """HV_REFERENCE_TSC_PAGE: sequence, reserved, scale, offset."""
+        """HV_REFERENCE_TSC_PAGE: sequence, reserved, scale, offset (a signed
+        64-bit addend, so any reference time is reachable modulo 2^64)."""
         offset = self.offset or 0
-        return struct.pack("<IIQq", self.sequence, 0, self.scale, offset)
+        return struct.pack("<IIQQ", self.sequence, 0, self.scale, offset & _U64_MASK)
 
 
 def msr_read(part: Partition, vp: Vp, index: int) -> int | None:
