@@ -23,6 +23,10 @@ DEVICE_PATH = "/dev/mshv"
 # fd -> driver file object of every fd the emulation created. It lives here,
 # not in the driver, so routing a call needs no import of the emulation.
 emulated_files: dict[int, Any] = {}
+# thread id -> the emulated processor that thread is running (inside RUN_VP):
+# what the kernel's "signal pending" check sees, for signals sent with
+# mshv._signals.kick.
+running_processors: dict[int, Any] = {}
 
 
 class Sys(Protocol):

@@ -37,3 +37,33 @@ def test_values_are_checked() -> None:
         regs.encode(R.HV_X64_REGISTER_CS, 5)
     with pytest.raises(ValueError):
         regs.encode(R.HV_X64_REGISTER_RAX, 1 << 128)
+
+
+@pytest.mark.parametrize(("name", "value", "error", "says"), [
+    ("rax", 1 << 100, ValueError, "register rax: .* does not fit 64 unsigned bits"),
+    ("rip", (1 << 64) + 0x1234, ValueError, "register rip: .* 64 unsigned bits"),
+    ("rip", -1, ValueError, "register rip: -0x1 does not fit 64"),
+    ("xmm3", 1 << 128, ValueError, "register xmm3: .* 128 unsigned bits"),
+    ("rax", "1", TypeError, "register rax needs an int, not str"),
+    ("cs", 5, TypeError, "register cs needs a Segment, not int"),
+    ("gdtr", regs.Segment(0, 0, 0, 0), TypeError, "register gdtr does not take a Segment"),
+    ("rflags", True, TypeError, "register rflags needs an int, not bool"),
+])  # fmt: skip
+def test_each_register_checks_its_width_and_kind(
+    name: str, value: object, error: type[Exception], says: str
+) -> None:
+    with pytest.raises(error, match=says):
+        regs.encode(regs.number(name), value)  # type: ignore[arg-type]
+
+
+def test_segment_and_table_fields_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"Segment\.base .* 64 unsigned bits"):
+        regs.Segment(1 << 70, 0, 0, 0)
+    with pytest.raises(ValueError, match=r"Segment\.selector"):
+        regs.Segment(0, 0, 0x10000, 0)
+    with pytest.raises(TypeError, match=r"Segment\.limit must be an int"):
+        regs.Segment(0, "0", 0, 0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"Table\.limit"):
+        regs.Table(0, 1 << 16)
+    with pytest.raises(TypeError, match="a register is named by a str or an int"):
+        regs.number(1.5)  # type: ignore[arg-type]

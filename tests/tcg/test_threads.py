@@ -123,7 +123,7 @@ def test_kicks_never_repeat_an_instruction(ram: Ram, cpu: Cpu) -> None:
         t.join()
     memory = struct.unpack("<I", ram.read(0x4000, 4))[0]
     ecx = cpu.page.regs.gpr[1] & 0xFFFF_FFFF
-    assert kicks > 100
+    assert kicks > 20  # enough stops to land in the middle of instructions, even on a busy host
     assert memory in (ecx, ecx + 1)  # stopped between the two INCs at most
 
 

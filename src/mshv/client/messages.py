@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import ctypes
 import struct
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from mshv.abi import message as m
 from mshv.abi.message import hv_message_type as T
 from mshv.abi.tlfs import HV_INTERCEPT_ACCESS_WRITE
 from mshv.client.registers import Segment
+from mshv.decode import DecodeError, MmioAccess, decode
+
+if TYPE_CHECKING:
+    from mshv.client.vp import Vp
 
 _PAYLOAD = m.HV_MESSAGE_HEADER_SIZE
 _LEN_RIP = struct.Struct("<B19xQ")  # instruction length|cr8, then rip (header offsets 4, 24)
@@ -25,7 +29,8 @@ class Message:
 
     payload_type: ClassVar[type[ctypes.Structure] | None] = None
 
-    def __init__(self, buf: bytearray) -> None:
+    def __init__(self, buf: bytearray, vp: Vp | None = None) -> None:
+        self._vp = vp  # the VP whose run returned this view
         self._buf = buf
         self._hdr = m.hv_message_header.from_buffer(buf)
         cls = self.payload_type
@@ -198,6 +203,30 @@ class MemoryIntercept(InterceptMessage):
     def instruction_bytes(self) -> bytes:
         p = self._p
         return _bytes(p.instruction_bytes, p.instruction_byte_count)  # type: ignore[union-attr]
+
+    @property
+    def bitness(self) -> int:
+        """16, 32 or 64: the mode the instruction runs in."""
+        state = self.execution_state
+        if not state & m.HV_X64_VP_EXECUTION_STATE_CR0_PE or self.rflags & 1 << 17:
+            return 16  # real mode, or virtual-8086
+        attributes = self.cs.attributes
+        if state & m.HV_X64_VP_EXECUTION_STATE_EFER_LMA and attributes & 1 << 13:
+            return 64
+        return 32 if attributes & 1 << 14 else 16
+
+    @property
+    def access(self) -> MmioAccess:
+        """The instruction's access, decoded (mshv.decode): its size, its
+        direction, the value a store writes (read from the VP's registers)
+        and the register a load fills. DecodeError for an instruction other
+        than MOV, MOVZX or MOVSX, or with no instruction bytes."""
+        code = self.instruction_bytes
+        if not code:
+            raise DecodeError(f"no instruction bytes for the access at {self.gpa:#x}")
+        if self._vp is None:
+            raise DecodeError("a snapshot has no VP to read a stored register from")
+        return decode(code, self.bitness, self._vp.gprs())
 
     def __repr__(self) -> str:
         acc = ("read", "write", "execute")[min(self.access_type, 2)]

@@ -35,9 +35,17 @@ assert _ASSERT.size == ctypes.sizeof(mshv_assert_interrupt)
 
 
 class GuestMemory:
-    """Page-aligned anonymous memory to map into partitions."""
+    """Page-aligned shared anonymous memory to map into partitions.
+
+    `size` is its length in bytes, `addr` its address in this process (what
+    MSHV_MAP_GUEST_MEMORY takes), `view` a writable memoryview of all of it;
+    `read` and `write` copy at an offset and check the bounds. Shared memory
+    lets the emulation keep the guest's pages if the VMM unmaps its view,
+    as the real driver does by pinning them."""
 
     def __init__(self, size: int) -> None:
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"guest memory size must be an int, not {type(size).__name__}")
         if size <= 0 or size % PAGE:
             raise ValueError(f"guest memory size must be a positive multiple of {PAGE}")
         self.size = size
@@ -47,10 +55,25 @@ class GuestMemory:
         del anchor
         self.view = memoryview(self._map)
 
+    def _range(self, offset: int, size: int, what: str) -> None:
+        if self._map is None:
+            raise ClosedError("guest memory is closed")
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise TypeError(f"{what}: offset must be an int, not {type(offset).__name__}")
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise ValueError(f"{what} of {size} bytes at {offset:#x} is outside the "
+                             f"{self.size:#x} bytes of guest memory")  # fmt: skip
+
     def write(self, offset: int, data: bytes) -> None:
+        """Copy `data` in at `offset` (ValueError past the end)."""
+        self._range(offset, len(data), "write")
         self.view[offset : offset + len(data)] = data
 
     def read(self, offset: int, size: int) -> bytes:
+        """`size` bytes from `offset` (ValueError past the end)."""
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"read: size must be an int, not {type(size).__name__}")
+        self._range(offset, size, "read")
         return bytes(self.view[offset : offset + size])
 
     def close(self) -> None:
@@ -58,6 +81,10 @@ class GuestMemory:
             self.view.release()
             self._map.close()
             self._map = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._map is None else f"at {self.addr:#x}"
+        return f"<GuestMemory {self.size:#x} bytes {state}>"
 
     def __enter__(self) -> GuestMemory:
         return self
@@ -176,11 +203,18 @@ class Partition:
         return vp
 
     def close(self) -> None:
+        """Close the partition fd and its VPs' (runs in progress are stopped
+        first); the partition goes when no fd of it is left."""
         for vp in self.vps.values():
             vp.close()
         fd, self._fd = self._fd, -1
         if fd >= 0:
             mshv.close(fd)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._fd < 0 else f"fd {self._fd}"
+        apic = ", local APIC" if self.lapic else ""
+        return f"<Partition {state}{apic}, {len(self.vps)} VPs>"
 
     def __enter__(self) -> Partition:
         return self
@@ -225,6 +259,9 @@ class Device:
         fd, self._fd = self._fd, -1
         if fd >= 0:
             mshv.close(fd)
+
+    def __repr__(self) -> str:
+        return f"<Device {'closed' if self._fd < 0 else f'fd {self._fd}'}>"
 
     def __enter__(self) -> Device:
         return self

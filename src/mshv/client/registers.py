@@ -38,14 +38,28 @@ SEGMENTS = frozenset(
 TABLES = frozenset({int(R.HV_X64_REGISTER_GDTR), int(R.HV_X64_REGISTER_IDTR)})
 
 
+def _check_fields(kind: str, fields: tuple[tuple[str, object, int], ...]) -> None:
+    for field_name, v, bits in fields:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{kind}.{field_name} must be an int, not {type(v).__name__}")
+        if not 0 <= v < 1 << bits:
+            raise ValueError(f"{kind}.{field_name} {v:#x} does not fit {bits} unsigned bits")
+
+
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """hv_x64_segment_register. `attributes` holds type, S, DPL, P, AVL, L, D/B, G."""
+    """hv_x64_segment_register. `attributes` holds type, S, DPL, P, AVL, L,
+    D/B, G (SEG_* below)."""
 
     base: int
     limit: int
     selector: int
     attributes: int
+
+    def __post_init__(self) -> None:
+        _check_fields("Segment", (("base", self.base, 64), ("limit", self.limit, 32),
+                                  ("selector", self.selector, 16),
+                                  ("attributes", self.attributes, 16)))  # fmt: skip
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Segment:
@@ -78,6 +92,9 @@ class Table:
     base: int
     limit: int
 
+    def __post_init__(self) -> None:
+        _check_fields("Table", (("base", self.base, 64), ("limit", self.limit, 16)))
+
     @classmethod
     def from_bytes(cls, raw: bytes) -> Table:
         limit, base = _TABLE.unpack_from(raw)
@@ -90,8 +107,25 @@ class Table:
 Value = int | Segment | Table
 
 
+WIDE = frozenset(
+    NAMES[n]
+    for n in NAMES
+    if n.startswith(("xmm", "fp_mmx")) or n in ("fp_control_status", "xmm_control_status")
+)
+"""Registers whose value is 128 bits (XMM, x87/MMX, the FP and XMM control
+and status images); every other non-segment, non-table register is 64."""
+_BY_NUMBER = {v: k for k, v in NAMES.items()}
+
+
+def name_of(reg: int) -> str:
+    """The register's name for messages ("rax"), or its number in hex."""
+    return _BY_NUMBER.get(reg, f"{reg:#x}")
+
+
 def number(name: str | int) -> int:
     """The hv_register_name of a register given by name or number."""
+    if isinstance(name, bool) or not isinstance(name, int | str):
+        raise TypeError(f"a register is named by a str or an int, not {type(name).__name__}")
     if isinstance(name, int):
         return int(name)
     try:
@@ -110,12 +144,20 @@ def decode(reg: int, raw: bytes) -> Value:
 
 
 def encode(reg: int, value: Value) -> bytes:
+    """The 16-byte hv_register_value image, after checking that `value` is of
+    the register's kind and fits its width (TypeError, ValueError naming it)."""
+    name = name_of(reg)
     if isinstance(value, Segment | Table):
         if reg not in (SEGMENTS if isinstance(value, Segment) else TABLES):
-            raise TypeError(f"register {reg:#x} does not take a {type(value).__name__}")
+            raise TypeError(f"register {name} does not take a {type(value).__name__}")
         return value.to_bytes()
-    if reg in SEGMENTS or reg in TABLES:
-        raise TypeError(f"register {reg:#x} needs a Segment or Table value")
-    if not 0 <= value < 1 << 128:
-        raise ValueError(f"register value {value:#x} does not fit 128 bits")
+    if reg in SEGMENTS:
+        raise TypeError(f"register {name} needs a Segment, not {type(value).__name__}")
+    if reg in TABLES:
+        raise TypeError(f"register {name} needs a Table, not {type(value).__name__}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"register {name} needs an int, not {type(value).__name__}")
+    bits = 128 if reg in WIDE else 64
+    if not 0 <= value < 1 << bits:
+        raise ValueError(f"register {name}: {value:#x} does not fit {bits} unsigned bits")
     return _QQ.pack(value & 0xFFFF_FFFF_FFFF_FFFF, value >> 64)

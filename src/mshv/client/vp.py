@@ -6,10 +6,12 @@ import contextlib
 import ctypes
 import mmap
 import struct
+import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import mshv
+from mshv import _signals
 from mshv.abi import ioctl as nr
 from mshv.abi.message import HV_MESSAGE_SIZE
 from mshv.abi.tlfs import hv_get_set_vp_state_type
@@ -27,7 +29,7 @@ from mshv.abi.uapi import (
 )
 from mshv.client import registers as regs
 from mshv.client import state
-from mshv.client.messages import VIEW_TYPES, IoPortIntercept, Message
+from mshv.client.messages import VIEW_TYPES, IoPortIntercept, MemoryIntercept, Message
 from mshv.client.state import VpState
 from mshv.errors import BusyError, ClosedError, from_oserror
 
@@ -41,6 +43,9 @@ _ISVALID = HV_VP_REGISTER_PAGE_OFFSETS["isvalid"]
 _DIRTY = HV_VP_REGISTER_PAGE_OFFSETS["dirty"]
 _RIP = HV_VP_REGISTER_PAGE_OFFSETS["rip"]
 _RAX = HV_VP_REGISTER_PAGE_OFFSETS["rax"]
+_GPRS = struct.Struct("<16Q")
+_GPR_NAMES = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+              "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")  # fmt: skip
 _DIRTY_IP = 1 << HV_X64_REGISTER_CLASS_IP
 _DIRTY_GP = 1 << HV_X64_REGISTER_CLASS_GENERAL
 _IN_MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFF_FFFF}
@@ -67,9 +72,12 @@ class Vp:
         self.index = index
         self._fd = fd
         self._buf = bytearray(HV_MESSAGE_SIZE)
-        self._views = {t: cls(self._buf) for t, cls in VIEW_TYPES.items()}
-        self._generic = Message(self._buf)
-        self._running = False
+        self._views = {t: cls(self._buf, self) for t, cls in VIEW_TYPES.items()}
+        self._generic = Message(self._buf, self)
+        self._runner: int | None = None  # the thread inside run()
+        self._kicked = False
+        self._closing = False
+        self._run_lock = threading.Condition(threading.Lock())
         self._page = self._map_page()
         # One preallocated RIP update: the VMM's commonest call.
         self._rip_name = (ctypes.c_uint32 * 1)(R.HV_X64_REGISTER_RIP)
@@ -103,21 +111,64 @@ class Vp:
 
     def run(self) -> Message:
         """MSHV_RUN_VP: run until the next intercept and return its message
-        (a view valid until the next run). A signal gives InterruptedError."""
-        if self._running:
-            raise BusyError(f"VP {self.index} is already running in another thread")
-        self._running = True  # best effort: the driver's VP mutex serialises anyway
+        (a view valid until the next run). A signal or `kick()` gives
+        InterruptedError (the VP is consistent: run again to go on); a VP
+        closed meanwhile, ClosedError."""
+        with self._run_lock:
+            if self._runner is not None:
+                raise BusyError(f"VP {self.index} is already running in another thread")
+            if self._fd < 0:
+                raise ClosedError(f"VP {self.index} is closed")
+            self._runner = threading.get_ident()
+            kicked, self._kicked = self._kicked, False
         try:
+            if kicked:
+                raise InterruptedError(f"VP {self.index} was kicked")
             _ioctl(self._fd, _RUN_VP, self._buf)
         except InterruptedError:
+            if self._closing or self._fd < 0:
+                raise ClosedError(f"VP {self.index} was closed while it ran") from None
             raise
         except OSError as e:
             if self._fd < 0:
                 raise ClosedError(f"VP {self.index} is closed") from e
             raise from_oserror(e, "MSHV_RUN_VP") from e
         finally:
-            self._running = False
+            with self._run_lock:
+                self._runner = None
+                self._kicked = False  # a kick during this run is spent by its end
+                self._run_lock.notify_all()
         return self._views.get(_U32.unpack_from(self._buf)[0], self._generic)
+
+    @property
+    def running(self) -> bool:
+        """Whether a thread is inside `run()` now."""
+        return self._runner is not None
+
+    def kick(self, wait: bool = True) -> None:
+        """Make a `run()` in progress (or the next one) return with
+        InterruptedError, from any thread; with `wait`, return once it has.
+        As a VMM does with a real /dev/mshv: a signal to the running thread
+        (mshv._signals.KICK, whose handler does nothing)."""
+        with self._run_lock:
+            self._kicked = True
+            while self._runner is not None and self._runner != threading.get_ident():
+                _signals.kick(self._runner)
+                # A signal that lands just before the thread enters RUN_VP is
+                # lost, as with the kernel: send again until the run returns.
+                self._run_lock.wait(0.005)
+                if not wait:
+                    break
+
+    def _check_idle(self) -> None:
+        """Register and state calls wait for the VP in the driver, which
+        would block until the run ends: refuse them while another thread
+        runs it."""
+        runner = self._runner
+        if runner is not None and runner != threading.get_ident():
+            raise BusyError(f"VP {self.index} is running in another thread: kick() it first")
+        if self._fd < 0:
+            raise ClosedError(f"VP {self.index} is closed")
 
     def get_registers(self, *names: str | int) -> dict[str, regs.Value]:
         """MSHV_GET_VP_REGISTERS: {name: value} for the named registers."""
@@ -143,6 +194,7 @@ class Vp:
     def set_rip(self, rip: int) -> None:
         """Set RIP (the VMM completing an intercepted instruction): through the
         register page and its dirty bit when mapped, else MSHV_SET_VP_REGISTERS."""
+        self._check_idle()
         page = self._page
         if page is not None and page[_ISVALID]:
             _U64.pack_into(page, _RIP, rip)
@@ -159,6 +211,7 @@ class Vp:
         would put it (a 32-bit IN zero-extends into RAX, narrower ones keep
         the upper bits) and RIP steps past the instruction. One write to
         the register page when mapped, else MSHV_SET_VP_REGISTERS."""
+        self._check_idle()
         size = msg.access_size
         mask = _IN_MASK[size]
         rax = value & mask if size == 4 else (msg.rax & ~mask) | (value & mask)
@@ -170,8 +223,49 @@ class Vp:
             return
         self.set_registers(rax=rax, rip=msg.next_rip)
 
+    def gprs(self) -> tuple[int, ...]:
+        """The 16 general-purpose registers, RAX to R15 (the TLFS order):
+        from the register page when mapped, else MSHV_GET_VP_REGISTERS."""
+        self._check_idle()
+        page = self._page
+        if page is not None and page[_ISVALID]:
+            return _GPRS.unpack_from(page, _RAX)
+        values = self.get_registers(*_GPR_NAMES)
+        return tuple(int(values[n]) for n in _GPR_NAMES)  # type: ignore[arg-type]
+
+    def complete_mmio_read(self, msg: MemoryIntercept, value: int) -> None:
+        """Complete an intercepted load from emulated memory: `value` (the
+        bytes read, as an int) goes to the instruction's destination as the
+        CPU would put it (zero- or sign-extended, AH..BH, upper bits kept for
+        8- and 16-bit destinations), and RIP steps past the instruction."""
+        access = msg.access
+        if access.is_write or access.register is None:
+            raise ValueError(f"the instruction at {msg.rip:#x} stores; use complete_mmio_write")
+        reg = access.register
+        new = access.result(self.gprs()[reg], value)
+        page = self._page
+        if page is not None and page[_ISVALID]:
+            _U64.pack_into(page, _RAX + 8 * reg, new)
+            _U64.pack_into(page, _RIP, msg.rip + access.length)
+            page[_DIRTY] |= _DIRTY_GP | _DIRTY_IP
+            return
+        self.set_registers({_GPR_NAMES[reg]: new, "rip": msg.rip + access.length})
+
+    def complete_mmio_write(self, msg: MemoryIntercept) -> None:
+        """Complete an intercepted store the VMM has carried out (with
+        `msg.access.value`): RIP steps past the instruction."""
+        access = msg.access
+        if not access.is_write:
+            raise ValueError(f"the instruction at {msg.rip:#x} loads; use complete_mmio_read")
+        self.set_rip(msg.rip + access.length)
+
     def advance(self, msg: Message) -> None:
-        """Step past an intercepted instruction: RIP = its RIP + its length."""
+        """Step past an intercepted instruction: RIP = its RIP + its length.
+        A message that stopped no instruction (a triple fault, a HLT the
+        hypervisor completed, an EOI) is refused with ValueError."""
+        length = getattr(msg, "instruction_length", 0)
+        if not length:
+            raise ValueError(f"{msg.type_name} has no intercepted instruction to step over")
         self.set_rip(msg.next_rip)  # type: ignore[attr-defined]
 
     def get_lapic_state(self) -> bytes:
@@ -221,6 +315,7 @@ class Vp:
         self.set_registers({n: values[n] for n in state.EVENTS if n in values})
 
     def _state(self, request: int, kind: int, buf: int, size: int, components: int = 0) -> None:
+        self._check_idle()
         arg = mshv_vp_state(type=kind, buf_size=size)
         arg.buf.bytes = buf
         arg.xsave.states.as_uint64 = components
@@ -230,6 +325,7 @@ class Vp:
             raise from_oserror(e, nr.IOCTL_NAMES[request]) from e
 
     def _get(self, numbers: Iterable[int]) -> list[bytes]:
+        self._check_idle()
         nums = list(numbers)
         out: list[bytes] = []
         for start in range(0, len(nums), MSHV_VP_MAX_REGISTERS):
@@ -248,6 +344,7 @@ class Vp:
         return out
 
     def _set(self, numbers: list[int], raw: list[bytes]) -> None:
+        self._check_idle()
         names = (ctypes.c_uint32 * len(numbers))(*numbers)
         values = ctypes.create_string_buffer(b"".join(raw), 16 * len(numbers))
         args = mshv_vp_registers(
@@ -259,6 +356,12 @@ class Vp:
             raise from_oserror(e, "MSHV_SET_VP_REGISTERS") from e
 
     def close(self) -> None:
+        """Close the VP fd; a run in another thread is stopped first (it
+        raises ClosedError)."""
+        runner = self._runner
+        if self._fd >= 0 and runner is not None and runner != threading.get_ident():
+            self._closing = True
+            self.kick()  # returns once the run has
         fd, self._fd = self._fd, -1
         page, self._page = self._page, None
         if page is not None:

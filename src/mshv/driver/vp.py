@@ -8,6 +8,7 @@ import struct
 import threading
 from typing import TYPE_CHECKING, Any
 
+from mshv import _sys
 from mshv.abi import ioctl as nr
 from mshv.abi.message import HV_MESSAGE_SIZE
 from mshv.abi.status import hv_status
@@ -65,12 +66,16 @@ class VpFile(File):
         if request == _RUN_VP and type(arg) is bytearray and len(arg) >= HV_MESSAGE_SIZE:
             # The run path: the message goes straight into the caller's buffer.
             with self.mutex:
+                me = threading.get_ident()
+                _sys.running_processors[me] = self.vp.processor
                 try:
                     self.vp.run(arg)
                 except InterruptedError:
                     raise OSError(errno.EINTR, "MSHV_RUN_VP interrupted by a signal") from None
                 except (HvError, EngineError) as e:
                     raise errno_error(e) from e
+                finally:
+                    _sys.running_processors.pop(me, None)
             return 0
         handler = self._handlers.get(request)
         if handler is None:

@@ -28,7 +28,7 @@ from mshv.abi.tlfs import hv_partition_synthetic_processor_feature as F
 from mshv.client.messages import ApicEoi, IoPortIntercept, MemoryIntercept, Message
 from mshv.client.partition import Device, GuestMemory, Partition
 from mshv.client.vp import Vp
-from mshv.decode import DecodeError, decode
+from mshv.decode import DecodeError
 from mshv.errors import MshvError
 from mshv.vmm import acpi, legacy, loader, pm, serial
 from mshv.vmm.bus import Bus
@@ -49,8 +49,6 @@ DEFAULT_CMDLINE = "console=ttyS0"
 KICK = signal.SIGUSR1  # stops a VP thread's RUN_VP (EINTR)
 PANIC_MARK = b"Kernel panic - not syncing"
 PANIC_END = b"---[ end Kernel panic"
-GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
-        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")  # fmt: skip
 _IO = int(T.HVMSG_X64_IO_PORT_INTERCEPT)
 _MEMORY = frozenset({int(T.HVMSG_UNMAPPED_GPA), int(T.HVMSG_GPA_INTERCEPT)})
 _EOI = int(T.HVMSG_X64_APIC_EOI)
@@ -408,26 +406,17 @@ class LinuxMachine:
 
     def _mmio(self, vp: Vp, msg: MemoryIntercept) -> None:
         self.profile.mmio[msg.gpa & ~0xFFF] += 1
-        cs = msg.cs
-        bits = 64 if cs.attributes & 1 << 13 else (32 if cs.attributes & 1 << 14 else 16)
-        names = GPRS if bits == 64 else GPRS[:8]
-        values = vp.get_registers(*names)
-        gprs = [int(values[n]) for n in names]  # type: ignore[arg-type]
         try:
-            access = decode(msg.instruction_bytes, bits, gprs)
+            access = msg.access
         except DecodeError as e:
             self._unhandled(vp, msg, f"MMIO at {msg.gpa:#x}: {e}")
             return
         if access.is_write:
             assert access.value is not None
             self.mmio.write(msg.gpa, access.size, access.value)
-            vp.set_rip(msg.rip + access.length)
-            return
-        assert access.register is not None
-        loaded = self.mmio.read(msg.gpa, access.size)
-        reg = GPRS[access.register]
-        vp.set_registers({reg: access.result(gprs[access.register], loaded),
-                          "rip": msg.rip + access.length})  # fmt: skip
+            vp.complete_mmio_write(msg)
+        else:
+            vp.complete_mmio_read(msg, self.mmio.read(msg.gpa, access.size))
 
     def _unhandled(self, vp: Vp, msg: Message, detail: str) -> None:
         rip = getattr(msg, "rip", None)

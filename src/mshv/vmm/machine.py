@@ -1,4 +1,5 @@
-"""A guest machine built explicitly: partition, memory, one VP, a PC's COM1."""
+"""A guest machine built explicitly: partition, memory, one VP, a PC's COM1,
+and an MMIO bus for devices the caller adds."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class Machine:
             self.close()
             raise
         self.pio = Bus("pio")
+        self.mmio = Bus("mmio")  # devices at guest-physical addresses with no RAM
         self.serial = serial.Serial(console)
         self.pio.register(serial.COM1, serial.PORTS, self.serial, "COM1 (16550A)")
 
@@ -58,7 +60,7 @@ class Machine:
     def run(self) -> Result:
         stats = runloop.Statistics()
         t0 = time.perf_counter()
-        stop = runloop.run(self.vp, self.pio, stats)
+        stop = runloop.run(self.vp, self.pio, stats, self.mmio)
         return Result(stop, time.perf_counter() - t0, stats)
 
     def close(self) -> None:
