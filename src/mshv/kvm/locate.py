@@ -270,10 +270,38 @@ def locate_pio(
     return _pick(found, is_write, what, ctx)
 
 
+def _stored_value(insn: ix.Instruction, gprs: list[int]) -> int | None:
+    """What a MOV to memory stores (from a register or an immediate), or None
+    for any other instruction."""
+    if insn.mnemonic != _M.MOV or insn.op_count != 2 or insn.op0_kind != ix.OpKind.MEMORY:
+        return None
+    kind = insn.op1_kind
+    if kind == ix.OpKind.REGISTER:
+        reg = insn.op1_register
+        if ix.RegisterExt.is_gpr(reg):  # type: ignore[arg-type]
+            return _reg_value(reg, gprs)
+        return None
+    if kind in (ix.OpKind.IMMEDIATE8, ix.OpKind.IMMEDIATE16, ix.OpKind.IMMEDIATE32,
+                ix.OpKind.IMMEDIATE32TO64):  # fmt: skip
+        return int(insn.immediate(1))
+    return None
+
+
 def locate_mmio(
-    mem: GuestMemory, ctx: Context, host: Host, gpa: int, length: int, is_write: bool
+    mem: GuestMemory,
+    ctx: Context,
+    host: Host,
+    gpa: int,
+    length: int,
+    is_write: bool,
+    data: int | None = None,
 ) -> tuple[Located, int]:
-    """The instruction and the guest-linear address of its access at gpa."""
+    """The instruction and the guest-linear address of its access at gpa.
+    A candidate must access at least the bytes KVM reports: without its REX
+    prefix, `mov [rbx], r9` would read as the 4-byte `mov [rbx], ecx`. For a
+    write, `data` (the bytes KVM reports, little-endian) also rules out a MOV
+    that stores something else: `mov [rbx], r9d` and `mov [rbx], ecx` differ
+    only in a REX bit."""
     crs = (ctx.cr0, ctx.cr3, ctx.cr4, ctx.efer)
     found: list[Located] = []
     linear: dict[int, int] = {}
@@ -285,6 +313,13 @@ def locate_mmio(
             continue
         count = max(1, length // loc.element) if loc.element else 1
         gprs = pre_state(loc, ctx, _done(loc, is_write, count))
+        if not (loc.string_src or loc.string_dst) and 0 < loc.access_size < length:
+            continue  # an access narrower than what KVM reports is not this one
+        if is_write and data is not None and length <= 8:
+            stored = _stored_value(insn, gprs)
+            mask = (1 << (8 * length)) - 1
+            if stored is not None and (stored & mask) != (data & mask):
+                continue
         for operand in loc.mems:
             lin = linear_address(operand, ctx, gprs)
             base = mem.translate(lin, *crs)

@@ -359,10 +359,11 @@ class KvmProcessor:
         return Exit.IO_PORT
 
     def _mmio(self) -> Exit:
-        gpa, _data, length, is_write = _MMIO.unpack_from(self._page, k.RUN_EXIT_UNION)
+        gpa, raw, length, is_write = _MMIO.unpack_from(self._page, k.RUN_EXIT_UNION)
         ctx = self.context()
+        data = int.from_bytes(raw, "little") if is_write else None
         try:
-            loc, gva = locate_mmio(self._mem, ctx, self._host, gpa, length, bool(is_write))
+            loc, gva = locate_mmio(self._mem, ctx, self._host, gpa, length, bool(is_write), data)
         except LocateError as err:
             raise EngineError(f"memory exit: {err}") from err
         count = max(1, length // loc.element) if loc.element else 1
