@@ -278,7 +278,7 @@ def _stored_value(insn: ix.Instruction, gprs: list[int]) -> int | None:
     kind = insn.op1_kind
     if kind == ix.OpKind.REGISTER:
         reg = insn.op1_register
-        if ix.RegisterExt.is_gpr(reg):  # type: ignore[arg-type]
+        if ix.RegisterExt.is_gpr(reg):
             return _reg_value(reg, gprs)
         return None
     if kind in (ix.OpKind.IMMEDIATE8, ix.OpKind.IMMEDIATE16, ix.OpKind.IMMEDIATE32,
