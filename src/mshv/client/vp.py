@@ -8,7 +8,7 @@ import mmap
 import struct
 import threading
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Unpack, cast, overload
 
 import mshv
 from mshv import _signals
@@ -29,7 +29,9 @@ from mshv.abi.uapi import (
 )
 from mshv.client import registers as regs
 from mshv.client import state
+from mshv.client._register_types import IntName, RegisterValues, SegmentName, TableName
 from mshv.client.messages import VIEW_TYPES, IoPortIntercept, MemoryIntercept, Message
+from mshv.client.registers import Segment, Table
 from mshv.client.state import VpState
 from mshv.errors import BusyError, ClosedError, from_oserror
 
@@ -176,16 +178,31 @@ class Vp:
         raw = self._get(numbers)
         return {str(n): regs.decode(num, r) for n, num, r in zip(names, numbers, raw, strict=True)}
 
+    @overload
+    def get(self, name: SegmentName) -> Segment: ...
+    @overload
+    def get(self, name: TableName) -> Table: ...
+    @overload
+    def get(self, name: IntName) -> int: ...
+    @overload
+    def get(self, name: str | int) -> regs.Value: ...
+
     def get(self, name: str | int) -> regs.Value:
-        """One register's value."""
+        """One register's value: a Segment for segment registers, a Table for
+        GDTR/IDTR, else an int (typed by name for mypy)."""
         num = regs.number(name)
         return regs.decode(num, self._get([num])[0])
 
     def set_registers(
-        self, values: Mapping[str | int, regs.Value] | None = None, **named: regs.Value
+        self,
+        values: Mapping[str | int, regs.Value] | None = None,
+        **named: Unpack[RegisterValues],
     ) -> None:
         """MSHV_SET_VP_REGISTERS, all or nothing: `vp.set_registers(rip=0x1000, rax=2)`."""
-        items = [*(values or {}).items(), *named.items()]
+        # The TypedDict is for the type checker; at run time values are checked
+        # by encode, with the register's name.
+        kwargs = cast(dict[str, regs.Value], named)
+        items: list[tuple[str | int, regs.Value]] = [*(values or {}).items(), *kwargs.items()]
         numbers = [regs.number(n) for n, _ in items]
         raw = [regs.encode(num, v) for num, (_, v) in zip(numbers, items, strict=True)]
         for start in range(0, len(numbers), MSHV_VP_MAX_REGISTERS):
