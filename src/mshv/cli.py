@@ -1,9 +1,14 @@
-"""mshv: run guests through the Microsoft Hypervisor's /dev/mshv interface,
-or its emulation on this machine.
+"""Create and run virtual machines through the Microsoft Hypervisor's
+/dev/mshv interface: a real one on a Linux root partition, or its emulation
+here, which runs guest code on KVM (with hardware virtualization) or on a
+software CPU.
 
-Without a real /dev/mshv the emulation runs guest code on an engine: KVM
-(hardware virtualization) or the software CPU (tcg). --engine auto picks
-KVM only where the host has hardware virtualization."""
+To boot Linux to a shell (a Debian kernel and a busybox initramfs, fetched
+and cached on first use):
+
+    mshv run $(mshv images --args)
+
+`mshv COMMAND --help` says more about each command."""
 
 from __future__ import annotations
 

@@ -68,7 +68,7 @@ def test_layout_boot_params_and_entry_state() -> None:
         isinstance(r["cs"], Segment) and r["cs"].selector == 0x10 and r["cs"].attributes & 1 << 13
     )
     # PML4[0] -> PDPT; four page directories of 2 MiB pages cover 4 GiB.
-    assert struct.unpack("<Q", ram.writes[loader.PML4])[0] == loader.PDPT | 3
+    assert struct.unpack_from("<Q", ram.writes[loader.PML4])[0] == loader.PDPT | 3
     pd = struct.unpack("<2048Q", ram.writes[loader.PD])
     assert pd[0] == 0x83 and pd[2047] == (2047 << 21) | 0x83
 

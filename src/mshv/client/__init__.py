@@ -1,5 +1,6 @@
 """The Pythonic client API over the syscall surface (mshv.open/ioctl/mmap/close)."""
 
+from mshv.client import modes as modes
 from mshv.client.messages import ApicEoi as ApicEoi
 from mshv.client.messages import CpuidIntercept as CpuidIntercept
 from mshv.client.messages import ExceptionIntercept as ExceptionIntercept
@@ -16,6 +17,7 @@ from mshv.client.messages import SipiIntercept as SipiIntercept
 from mshv.client.messages import UnmappedGpa as UnmappedGpa
 from mshv.client.messages import UnrecoverableException as UnrecoverableException
 from mshv.client.messages import UnsupportedFeature as UnsupportedFeature
+from mshv.client.modes import long_mode as long_mode
 from mshv.client.partition import RWX as RWX
 from mshv.client.partition import RX as RX
 from mshv.client.partition import Device as Device
@@ -26,3 +28,5 @@ from mshv.client.registers import Segment as Segment
 from mshv.client.registers import Table as Table
 from mshv.client.state import VpState as VpState
 from mshv.client.vp import Vp as Vp
+from mshv.decode import DecodeError as DecodeError
+from mshv.decode import MmioAccess as MmioAccess

@@ -12,6 +12,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from mshv.client import modes
 from mshv.client.registers import Segment, Table
 from mshv.vmm.bzimage import ENTRY_64, HEADER_OFFSET, BzImage
 
@@ -39,14 +40,6 @@ E820_ENTRIES, E820_TABLE = 0x1E8, 0x2D0
 TYPE_OF_LOADER, LOADFLAGS = 0x210, 0x211
 RAMDISK_IMAGE, RAMDISK_SIZE, CMD_LINE_PTR = 0x218, 0x21C, 0x228
 LOADER_UNKNOWN = 0xFF  # no boot loader id assigned
-
-# GDT: null, null, 64-bit code at 0x10, data at 0x18 (the boot protocol's selectors).
-CODE_SELECTOR, DATA_SELECTOR = 0x10, 0x18
-GDT_ENTRIES = (0, 0, 0x00AF_9B00_0000_FFFF, 0x00CF_9300_0000_FFFF)
-
-CR0_PE, CR0_MP, CR0_ET, CR0_NE, CR0_PG = 1, 1 << 1, 1 << 4, 1 << 5, 1 << 31
-CR4_PAE = 1 << 5
-EFER_LME, EFER_LMA = 1 << 8, 1 << 10
 
 
 class LoadError(ValueError):
@@ -94,7 +87,7 @@ class Loaded:
 
     entry: int
     initrd: tuple[int, int] | None  # (gpa, size)
-    registers: dict[str, object]
+    registers: dict[str, int | Segment | Table]
 
 
 def load(write: Callable[[int, bytes], None], memory_size: int, image: BzImage, cmdline: str,
@@ -145,26 +138,7 @@ def load(write: Callable[[int, bytes], None], memory_size: int, image: BzImage, 
     write(HIGH, bytes(image.kernel))
     write(CMDLINE, line + b"\0")
     write(ZERO_PAGE, bytes(zero))
-    write(GDT, struct.pack(f"<{len(GDT_ENTRIES)}Q", *GDT_ENTRIES))
-    write(PML4, struct.pack("<Q", PDPT | 0x3))
-    write(PDPT, struct.pack("<4Q", *(PD + i * PAGE | 0x3 for i in range(4))))
-    # 2048 entries of 2 MiB: present, writable, large page.
-    write(PD, struct.pack("<2048Q", *(i << 21 | 0x83 for i in range(2048))))
-
     entry = HIGH + ENTRY_64
-    code = Segment.flat(CODE_SELECTOR, code=True, long=True)
-    data = Segment.flat(DATA_SELECTOR, code=False)
-    registers: dict[str, object] = {
-        "cr0": CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_PG,
-        "cr3": PML4,
-        "cr4": CR4_PAE,
-        "efer": EFER_LME | EFER_LMA,
-        "cs": code,
-        "ds": data, "es": data, "fs": data, "gs": data, "ss": data,
-        "gdtr": Table(GDT, 8 * len(GDT_ENTRIES) - 1),
-        "idtr": Table(0, 0),
-        "rsi": ZERO_PAGE,
-        "rip": entry,
-        "rflags": 2,
-    }  # fmt: skip
+    registers = modes.long_mode(write, entry, gdt=GDT, pml4=PML4)
+    registers["rsi"] = ZERO_PAGE
     return Loaded(entry, placed, registers)
