@@ -36,12 +36,15 @@ class Sys(Protocol):
     def close(self, fd: int) -> None: ...
 
 
+def _ebadf() -> OSError:
+    return OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+
 def _check_fd(fd: int) -> None:
     """EBADF for a number that is not an open fd, as the kernel checks first."""
-    try:
-        fcntl.fcntl(fd, fcntl.F_GETFD)
-    except OverflowError:
-        raise OSError(errno.EBADF, os.strerror(errno.EBADF)) from None
+    if not 0 <= fd < 1 << 31:
+        raise _ebadf()
+    fcntl.fcntl(fd, fcntl.F_GETFD)
 
 
 def _check_buffer(fd: int, request: int, arg: Any) -> None:
@@ -88,6 +91,8 @@ class RealSys:
         return os.open(path, os.O_RDWR | os.O_CLOEXEC)
 
     def ioctl(self, fd: int, request: int, arg: Any = 0) -> int:
+        if not 0 <= fd < 1 << 31:
+            raise _ebadf()  # the kernel's answer; Python's would be ValueError
         if isinstance(arg, int):
             return ioctl_ulong(fd, request, arg)
         _check_buffer(fd, request, arg)
@@ -104,6 +109,8 @@ class RealSys:
             raise OSError(errno.EOVERFLOW, f"{os.strerror(errno.EOVERFLOW)}: {e}") from None
 
     def close(self, fd: int) -> None:
+        if not 0 <= fd < 1 << 31:
+            raise _ebadf()
         os.close(fd)
 
 
