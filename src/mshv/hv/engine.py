@@ -165,6 +165,13 @@ class Processor(InterceptState, Protocol):
 
     exit: ExitInfo
 
+    def begin_run(self) -> None:
+        """An MSHV_RUN_VP starts on the calling thread: the `run` calls up to
+        its message are its own, and a signal taken during any of them, or
+        between them, makes one return `Exit.INTERRUPTED`; one taken before
+        this call does not."""
+        ...
+
     def run(self) -> Exit:
         """Run guest code until an exit; see the module docstring."""
         ...

@@ -115,6 +115,7 @@ class Vp:
             return
         self.running = True
         try:
+            p.begin_run()
             ex = p.run()
             while ex is _IO_PORT and p.exit.port == _HYPERCALL_PORT and self._hypercall():
                 ex = p.run()

@@ -140,6 +140,9 @@ class KvmLineProcessor(KvmProcessor):
 
     # --- the run loop ------------------------------------------------------------------
 
+    def begin_run(self) -> None:
+        self._canary.arm()
+
     def run(self) -> Exit:
         stashed = self._stashed
         if stashed is not None:
@@ -162,8 +165,9 @@ class KvmLineProcessor(KvmProcessor):
             clock.stopped()
 
     def _run(self) -> Exit:
-        self._canary.arm()
         tid = threading.get_native_id()
+        if not self._canary.armed_on(tid):
+            self._canary.arm()  # run without begin_run
         while True:
             ex = self._before_entry()
             if ex is not None:

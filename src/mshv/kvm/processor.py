@@ -131,6 +131,9 @@ class KvmProcessor:
 
     # --- the run path --------------------------------------------------------
 
+    def begin_run(self) -> None:
+        pass  # every signal during KVM_RUN ends the run: nothing to tell apart
+
     def run(self) -> Exit:
         clock = self.clock
         clock.running()

@@ -145,22 +145,27 @@ def wait_readable(fd: int) -> bool:
 
 
 class Canary:
-    """This thread's alternate stack and its canary."""
+    """The canary of a processor, on the alternate stack of the thread that
+    runs it."""
 
-    __slots__ = ("_address", "_word")
+    __slots__ = ("_address", "_thread", "_word")
 
     def __init__(self) -> None:
         self._address = 0
+        self._thread = 0
         self._word: ctypes.c_uint64 | None = None
+
+    def armed_on(self, native_id: int) -> bool:
+        return self._thread == native_id
 
     def arm(self) -> None:
         """Make the calling thread's alternate stack ours (unless it runs on
         one now) and set the canary. One system call: someone else (the
         software engine, faulthandler) may have replaced the stack."""
         off = _canary_offset
+        tid = self._thread = threading.get_native_id()
         if off is None:
             return
-        tid = threading.get_native_id()
         entry = _stacks.get(tid)
         if entry is None:
             with _lock:
@@ -170,7 +175,7 @@ class Canary:
         _sigaltstack(None, ctypes.byref(current))
         if current.sp != address:
             if current.flags & SS_ONSTACK:
-                self._word = None
+                self._address, self._word = 0, None
                 return
             _sigaltstack(ctypes.byref(_Stack(address, 0, STACK_SIZE)), None)
         if address != self._address:

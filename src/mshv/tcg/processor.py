@@ -86,6 +86,9 @@ class TcgProcessor:
 
     # --- the run path --------------------------------------------------------
 
+    def begin_run(self) -> None:
+        pass  # the library arms its signal canary at every run
+
     def run(self) -> Exit:
         if self._msr_pending:
             raise EngineError("an MSR access is pending: complete_msr() or cancel() it first")
