@@ -47,7 +47,6 @@ class KvmMachine:
     in-kernel irqchip): with LAPIC_ENABLED the hypervisor's own APICs drive
     the processors (`KvmLineProcessor`), as on the software engine."""
 
-    provides_apic = False
     exits: frozenset[Exit] = frozenset()  # no exception or CPUID exits here
     enforces_no_execute = False
 
@@ -152,16 +151,6 @@ class KvmMachine:
         for leaf, (eax, ebx, ecx, edx) in sorted(hypervisor.items()):
             out.append(k.kvm_cpuid_entry2(function=leaf, eax=eax, ebx=ebx, ecx=ecx, edx=edx))
         return out
-
-    def signal_msi(self, address: int, data: int) -> bool:
-        raise EngineError("the KVM engine has no local APIC: the hypervisor's takes MSIs")
-
-    @property
-    def reports_eoi(self) -> bool:
-        return True  # the hypervisor's APIC sees every EOI
-
-    def watch_eoi(self, vector: int) -> None:
-        raise EngineError("the KVM engine has no local APIC: the hypervisor's sees EOIs")
 
     def set_exception_intercepts(self, vectors: int) -> None:
         if vectors:

@@ -95,14 +95,17 @@ class KvmLineProcessor(KvmProcessor):
 
     def _alert(self) -> None:
         """Make the VP thread look at its requests (after setting one)."""
-        self._alerts += 1
-        self._page[k.RUN_IMMEDIATE_EXIT] = 1
-        if self._waiting:
-            os.eventfd_write(self._event, 1)
-        runner = self.runner
-        if runner:
-            self._signalled = True
-            signals.kick(runner)
+        with self._lock:  # not into a closed vCPU (the APIC may still offer)
+            if self._closed:
+                return
+            self._alerts += 1
+            self._page[k.RUN_IMMEDIATE_EXIT] = 1
+            if self._waiting:
+                os.eventfd_write(self._event, 1)
+            runner = self.runner
+            if runner:
+                self._signalled = True
+                signals.kick(runner)
 
     def offer_interrupt(self, vector: int | None) -> None:
         with self._lock:
@@ -387,7 +390,6 @@ class KvmLineProcessor(KvmProcessor):
 
     def close(self) -> None:
         """Stop a run in flight (it returns INTERRUPTED), then free the vCPU."""
-        self._closed = True
         if self._busy:
             self.kick()
             deadline = time.monotonic() + CLOSE_WAIT_S
@@ -395,5 +397,7 @@ class KvmLineProcessor(KvmProcessor):
                 time.sleep(0.001)
             if self._busy:
                 raise EngineError(f"VP {self.index} did not stop to be closed")
+        with self._lock:
+            self._closed = True
         os.close(self._event)
         super().close()

@@ -506,24 +506,12 @@ class KvmProcessor:
             return False  # KVM still holds the previous one
         return True
 
-    def apic_eoi(self) -> tuple[int, bool] | None:
-        raise EngineError("the KVM engine has no local APIC: the hypervisor's ends EOIs")
-
-    def interrupt_outstanding(self, vector: int) -> bool:
-        raise EngineError("the KVM engine has no local APIC of its own")
-
     def instruction_gpa(self) -> int | None:
         _, _, rip_linear = self._mode()
         return self._mem.translate(rip_linear, *self._crs())
 
     def nmi_masked(self) -> bool:
         return bool(self._page[_EV + 14])  # kvm_vcpu_events.nmi.masked
-
-    def interrupt_controller_state(self) -> bytes:
-        raise EngineError("the KVM engine has no local APIC of its own")
-
-    def set_interrupt_controller_state(self, state: bytes) -> None:
-        raise EngineError("the KVM engine has no local APIC of its own")
 
     def xsave_state(self, components: int) -> bytes:
         return xsave.to_compacted(bytes(self._vcpu.get_xsave()), self._xsave_layout, components)
