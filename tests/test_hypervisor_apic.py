@@ -1,20 +1,25 @@
-"""The hypervisor's own local APIC, on the software engine: its timer in
-TSC-deadline mode, the xAPIC page, the level-triggered EOI reported in
-program order, and the APIC INIT/SIPI intercept. Where KVM's APIC can do the
-same, the test runs there too."""
+"""The hypervisor's own local APIC, on both engines: its timer in
+TSC-deadline mode, the task priority through CR8, and the APIC INIT/SIPI
+intercept (the level-triggered EOI in program order: test_level_eoi_order)."""
 
 from __future__ import annotations
 
-import threading
+import struct
 import time
-
-import pytest
 
 import mshv
 from mshv.abi import tlfs as t
 from mshv.abi.tlfs import hv_intercept_type as I
 from tests.conftest import real_mode_vp
-from tests.guests import X2APIC_EOI, X2APIC_ON, asm, ivt_entry
+from tests.guests import (
+    CODE64,
+    X2APIC_EOI,
+    X2APIC_ON,
+    asm,
+    identity_page_tables,
+    ivt_entry,
+    long_mode_registers,
+)
 
 VECTOR = 0x41
 CLOCK_FREQUENCY = t.hv_partition_property_code.HV_PARTITION_PROPERTY_PROCESSOR_CLOCK_FREQUENCY
@@ -58,67 +63,54 @@ def test_tsc_deadline_timer_wakes_a_halted_vp(device: mshv.Device, engine: str) 
             assert isinstance(msg, mshv.IoPortIntercept) and msg.port == 0x82
 
 
-def _xapic_guest() -> tuple[bytes, bytes]:
-    """Unreal-mode-free xAPIC access from real mode: FS based at the APIC
-    page (0xFEE00000) through a segment the VMM loads."""
-    main = asm(
-        """
-        mov ecx, 0x1b           ; IA32_APIC_BASE: global enable, xAPIC mode
-        rdmsr
-        or eax, 0x800
-        wrmsr
-        mov dword ptr fs:[0xf0], 0x1ff   ; SVR: software enable
-        mov eax, dword ptr fs:[0x30]     ; version
-        out 0x80, eax
-        sti
-        hlt
-        out 0x83, al
-        """
-    )
-    # The level-triggered vector's handler: OUT 0x10, the EOI write, OUT 0x12.
-    handler = asm("out 0x10, al\nmov dword ptr fs:[0xb0], 0\nout 0x12, al\niret", 16, 0x2000)
-    return main, handler
+# 64-bit: x2APIC on, CR8 = 15 masks every vector, the VMM asserts one at the
+# first OUT; it stays pending until CR8 goes back to 0.
+TPR_GUEST = (
+    X2APIC_ON
+    + """
+mov eax, 15
+mov cr8, rax
+sti
+out 0x80, al
+out 0x81, al
+xor eax, eax
+mov cr8, rax
+out 0x82, al
+"""
+)
+TPR_HANDLER = "out 0x90, al\n" + X2APIC_EOI + "iretq"
+IDT, GDT, HANDLER64 = 0x4000, 0x5000, 0x3000
 
 
-def test_level_eoi_through_the_xapic_page_in_program_order() -> None:
-    """The hypervisor's APIC (software engine) reports the EOI right after the
-    instruction that wrote it: after the OUT before it, before the OUT after."""
-    main, handler = _xapic_guest()
-    with mshv.Device(engine="tcg") as device, device.create_partition(lapic=True) as part:
-        vp, mem = real_mode_vp(part, main, rsp=0x800)
-        with mem:
-            mem.write(*ivt_entry(VECTOR, 0x2000))
-            mem.write(0x2000, handler)
-            vp.set_registers(fs=mshv.Segment(0xFEE0_0000, 0xFFFF, 0, 0x93))
+def test_cr8_masks_until_lowered(device: mshv.Device) -> None:
+    """The APIC sees the guest's CR8 (the TPR): a vector waits while CR8
+    masks it and is taken once CR8 is lowered, before the next OUT."""
+    with device.create_partition(lapic=True) as part, mshv.GuestMemory(0x20_0000) as mem:
+        mem.write(CODE64, asm(TPR_GUEST, 64, CODE64))
+        mem.write(HANDLER64, asm(TPR_HANDLER, 64, HANDLER64))
+        mem.write(IDT + 16 * VECTOR, struct.pack("<HHBBHII", HANDLER64, 8, 0, 0x8E, 0, 0, 0))
+        mem.write(GDT, struct.pack("<3Q", 0, 0x0020_9A00_0000_0000, 0x0000_9200_0000_0000))
+        identity_page_tables(mem.write)
+        part.map_guest_memory(0, mem)
+        vp = part.create_vp(0)
+        regs = long_mode_registers()
+        regs.update(idtr=mshv.Table(IDT, 0xFFF), gdtr=mshv.Table(GDT, 23), rsp=0x8000)
+        vp.set_registers(regs)  # type: ignore[arg-type]
+        ports = []
+        while len(ports) < 4:
             msg = vp.run()
-            assert isinstance(msg, mshv.IoPortIntercept) and msg.port == 0x80
-            assert msg.rax & 0xFF == 0x14  # the xAPIC version register, read through the page
+            assert isinstance(msg, mshv.IoPortIntercept), msg
+            ports.append(msg.port)
+            if msg.port == 0x80:
+                assert msg.cr8 == 15
+                part.assert_interrupt(VECTOR, 0)
             vp.advance(msg)
-            seen: list[str] = []
-
-            def assert_later() -> None:
-                time.sleep(0.05)  # the VP is halted in another thread by then
-                part.assert_interrupt(VECTOR, 0, level=True)
-
-            threading.Thread(target=assert_later).start()
-            for _ in range(4):
-                msg = vp.run()
-                if isinstance(msg, mshv.ApicEoi):
-                    seen.append(f"eoi {msg.vector:#x}")
-                    continue
-                assert isinstance(msg, mshv.IoPortIntercept), msg
-                seen.append(f"out {msg.port:#x}")
-                vp.advance(msg)
-            assert seen == ["out 0x10", f"eoi {VECTOR:#x}", "out 0x12", "out 0x83"]
+        assert ports == [0x80, 0x81, 0x90, 0x82]
 
 
-def test_sipi_intercept_gives_the_sipi_to_the_vmm(device: mshv.Device, engine: str) -> None:
+def test_sipi_intercept_gives_the_sipi_to_the_vmm(device: mshv.Device) -> None:
     kind = I.HV_INTERCEPT_TYPE_X64_APIC_INIT_SIPI
     with device.create_partition(lapic=True) as part:
-        if engine == "kvm":
-            with pytest.raises(mshv.UnsupportedError):
-                part.install_intercept(kind, t.HV_INTERCEPT_ACCESS_MASK_EXECUTE)
-            return
         part.install_intercept(kind, t.HV_INTERCEPT_ACCESS_MASK_EXECUTE)
         code = asm(
             X2APIC_ON

@@ -116,7 +116,7 @@ def test_undeliverable_intercepts_are_refused(partition: mshv.Partition, kind: i
 @pytest.mark.parametrize(
     "kind",
     [I.HV_INTERCEPT_TYPE_X64_CPUID, I.HV_INTERCEPT_TYPE_EXCEPTION,
-     I.HV_INTERCEPT_TYPE_X64_GLOBAL_CPUID, I.HV_INTERCEPT_TYPE_X64_APIC_INIT_SIPI],
+     I.HV_INTERCEPT_TYPE_X64_GLOBAL_CPUID],
 )  # fmt: skip
 def test_kvm_refuses_what_only_the_software_engine_delivers(
     partition: mshv.Partition, engine: str, kind: int

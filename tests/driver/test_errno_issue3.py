@@ -159,7 +159,6 @@ KVM_UNDELIVERABLE = [
     I.HV_INTERCEPT_TYPE_X64_CPUID,
     I.HV_INTERCEPT_TYPE_EXCEPTION,
     I.HV_INTERCEPT_TYPE_X64_GLOBAL_CPUID,
-    I.HV_INTERCEPT_TYPE_X64_APIC_INIT_SIPI,
 ]
 
 
@@ -176,6 +175,12 @@ def test_install_intercept_engine_dependent(part: int, engine: str, kind: int) -
         expect_errno(errno.EOPNOTSUPP, part, INSTALL, arg)
     else:
         assert mshv.ioctl(part, INSTALL, arg) == 0
+
+
+def test_install_intercept_apic_init_sipi(part: int) -> None:
+    """The hypervisor's own local APIC sends INIT and SIPI on both engines."""
+    arg = intercept(I.HV_INTERCEPT_TYPE_X64_APIC_INIT_SIPI, EXECUTE, 3)
+    assert mshv.ioctl(part, INSTALL, arg) == 0
 
 
 DELIVERABLE = [
@@ -259,16 +264,11 @@ def test_assert_interrupt_undeliverable(lapic_part: int, lapic_vp: int, kind: in
     "kind", [IT.HV_X64_INTERRUPT_TYPE_LOCALINT0, IT.HV_X64_INTERRUPT_TYPE_LOCALINT1],
     ids=lambda k: IT(k).name,
 )  # fmt: skip
-def test_assert_lint_needs_the_hypervisors_apic(
-    lapic_part: int, lapic_vp: int, engine: str, kind: int
-) -> None:
-    """KVM's APIC has no pins to assert; the hypervisor's own (software
-    engine) asserts them through the LVT: masked at reset, so dropped."""
-    if engine == "kvm":
-        expect_errno(errno.EOPNOTSUPP, lapic_part, ASSERT, interrupt(kind, 0, 0x30))
-    else:
-        assert mshv.ioctl(lapic_part, ASSERT, interrupt(kind, 0, 0x30)) == 0
-        expect_errno(errno.EINVAL, lapic_part, ASSERT, interrupt(kind, 7, 0x30))  # no such VP
+def test_assert_lint_through_the_lvt(lapic_part: int, lapic_vp: int, kind: int) -> None:
+    """The hypervisor's local APIC (both engines) asserts a LINT pin through
+    its LVT entry: masked at reset, so dropped."""
+    assert mshv.ioctl(lapic_part, ASSERT, interrupt(kind, 0, 0x30)) == 0
+    expect_errno(errno.EINVAL, lapic_part, ASSERT, interrupt(kind, 7, 0x30))  # no such VP
 
 
 @pytest.mark.parametrize("dest", [1, 5, 0xFF])

@@ -383,7 +383,7 @@ class InterruptionDeliverable(InterceptMessage):
 
 class SipiIntercept(InterceptMessage):
     """HVMSG_X64_SIPI_INTERCEPT: this VP sent a SIPI, which the VMM delivers
-    (the APIC INIT/SIPI intercept; software engine)."""
+    (the APIC INIT/SIPI intercept)."""
 
     payload_type = m.hv_x64_sipi_intercept_message
 

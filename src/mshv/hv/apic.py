@@ -1,4 +1,4 @@
-"""The local APIC the hypervisor owns, for engines without one of their own.
+"""The local APIC the hypervisor owns (no engine has one of its own).
 
 An xAPIC (MMIO page) and x2APIC (MSRs 0x800-0x8FF) as Intel SDM vol. 3,
 chapter 10 describes them, in pure Python. The processor is reached only

@@ -15,16 +15,18 @@ instruction it cannot finish on its own:
 * an RDMSR/WRMSR the engine does not implement stops it with the access
   pending: the hypervisor either completes it (`complete_msr`) and runs on,
   or turns it into an intercept (`cancel`: the instruction stays unexecuted);
-* with a local APIC: the end of a level-triggered interrupt (its EOI) and,
-  when asked for, the moment an external interrupt can be injected;
+  so do the local APIC's MSRs (x2APIC, IA32_APIC_BASE, IA32_TSC_DEADLINE)
+  and the xAPIC page (a memory exit) in a machine with a local APIC;
+* when asked for, the moment an external interrupt can be injected;
 * an engine that can (`Machine.exits`): before delivering an exception the
   hypervisor intercepts, and before an intercepted CPUID.
 
-An engine either has a local APIC of its own (`Machine.provides_apic`: KVM's
-in-kernel one) or lets the hypervisor's (`mshv.hv.apic`) drive its processors
-through `InterruptLine`; then a HLT waits inside `run` for an interrupt, an
-NMI, a kick or a signal, as KVM_RUN does, and a write to CR8 stops it
-(`Exit.TPR`) so that the APIC sees the new task priority.
+No engine has a local APIC of its own: the hypervisor's (`mshv.hv.apic`)
+drives the processors of a machine with one through `InterruptLine`. A HLT
+then waits inside `run` for an interrupt it can take, an NMI, a kick or a
+signal, as KVM_RUN does with an in-kernel APIC, and a change of CR8 stops it
+(`Exit.TPR`) so that the APIC sees the new task priority (on KVM at the
+guest's next exit: see `mshv.kvm.line`).
 
 Registers cross the seam as TLFS register names with 16-byte
 `hv_register_value` images, so an engine never sees hypervisor concepts beyond
@@ -49,10 +51,9 @@ class Exit(enum.IntEnum):
     INVALID_STATE = 6
     MSR = 7
     INTERRUPT_WINDOW = 8
-    APIC_EOI = 9
     EXCEPTION = 10
     CPUID = 11
-    TPR = 12  # CR8 was written (engines without their own APIC)
+    TPR = 12  # CR8 was written
     WAKE = 13  # `InterruptLine.wake` was called: INIT or SIPI to look at
 
 
@@ -66,7 +67,6 @@ class ExitInfo:
         "cpuid_defaults",
         "cpuid_leaf",
         "cpuid_subleaf",
-        "eoi_vector",
         "error_code",
         "exception_flags",
         "exception_parameter",
@@ -95,8 +95,6 @@ class ExitInfo:
         # MSR exits (access_type READ or WRITE; msr_value is the value written)
         self.msr_index = 0
         self.msr_value = 0
-        # APIC EOI exits
-        self.eoi_vector = 0
         # exception exits: hv_x64_exception_intercept_message's fields
         self.exception_vector = 0
         self.exception_flags = 0  # bit 0 error code valid, bit 1 software exception
@@ -141,8 +139,9 @@ class InterceptState(Protocol):
 
 
 class InterruptLine(Protocol):
-    """How the hypervisor's local APIC reaches a processor of an engine
-    without one. Every method may be called from any thread."""
+    """How the hypervisor's local APIC reaches a processor of a machine with
+    a local APIC. The interrupt methods may be called from any thread;
+    `reset_to_init` and `start_at` from the VP's, while it is stopped."""
 
     def offer_interrupt(self, vector: int | None) -> None:
         """The vector the processor takes when it can (IF, interrupt
@@ -159,11 +158,27 @@ class InterruptLine(Protocol):
         """End a wait (HLT, startup) or the run with `Exit.WAKE`."""
         ...
 
+    def reset_to_init(self) -> None:
+        """The state INIT leaves a processor in (as at power-on, FPU
+        included), waiting for SIPI."""
+        ...
+
+    def start_at(self, vector: int) -> None:
+        """SIPI: real mode at vector:0000."""
+        ...
+
 
 class Processor(InterceptState, Protocol):
     """One virtual processor of a `Machine`."""
 
     exit: ExitInfo
+
+    def begin_run(self) -> None:
+        """An MSHV_RUN_VP starts on the calling thread: the `run` calls up to
+        its message are its own, and a signal taken during any of them, or
+        between them, makes one return `Exit.INTERRUPTED`; one taken before
+        this call does not."""
+        ...
 
     def run(self) -> Exit:
         """Run guest code until an exit; see the module docstring."""
@@ -210,27 +225,11 @@ class Processor(InterceptState, Protocol):
         stopped. False if one is still waiting to be taken."""
         ...
 
-    def apic_eoi(self) -> tuple[int, bool] | None:
-        """End the highest-priority interrupt in service, as a write to the
-        local APIC's EOI register would: (vector, level-triggered) or None.
-        (Engines with their own APIC.)"""
-        ...
-
     def instruction_gpa(self) -> int | None:
         """Guest-physical address of the instruction at RIP."""
         ...
 
     def nmi_masked(self) -> bool: ...
-
-    def interrupt_outstanding(self, vector: int) -> bool:
-        """`vector` is requested or in service in the local APIC (not ended)."""
-        ...
-
-    def interrupt_controller_state(self) -> bytes:
-        """hv_local_interrupt_controller_state (176 bytes)."""
-        ...
-
-    def set_interrupt_controller_state(self, state: bytes) -> None: ...
 
     def xsave_state(self, components: int) -> bytes:
         """The processor's XSAVE image in compacted form (XCOMP_BV set),
@@ -256,10 +255,6 @@ class Machine(Protocol):
     physical_address_bits: int
     """Width of guest-physical addresses the machine can map."""
 
-    provides_apic: bool
-    """The engine has local APICs of its own (signal_msi, watch_eoi, the
-    processors' APIC methods); else the hypervisor's drive `InterruptLine`s."""
-
     exits: frozenset[Exit]
     """The optional exits the engine can give: Exit.EXCEPTION, Exit.CPUID."""
 
@@ -279,7 +274,7 @@ class Machine(Protocol):
     ) -> Processor:
         """A processor whose CPUID shows `hypervisor_cpuid` (leaf -> EAX..EDX)
         in the 0x40000000 range, and CPUID.1:ECX.hypervisor if it is not empty.
-        On a machine without its own APIC the processor is also an
+        On a machine with a local APIC the processor is also an
         `InterruptLine`, and VPs other than 0 start waiting for INIT/SIPI."""
         ...
 
@@ -289,21 +284,6 @@ class Machine(Protocol):
 
     def set_cpuid_intercepts(self, every: bool, leaves: frozenset[int]) -> None:
         """Stop before CPUID of every leaf, or of these (Exit.CPUID)."""
-        ...
-
-    def signal_msi(self, address: int, data: int) -> bool:
-        """Deliver an MSI to the local APICs; whether any accepted it."""
-        ...
-
-    @property
-    def reports_eoi(self) -> bool:
-        """Whether EOIs of level-triggered vectors stop the processor
-        (Exit.APIC_EOI) once watched; if not, the hypervisor polls for them."""
-        ...
-
-    def watch_eoi(self, vector: int) -> None:
-        """Make the EOI of a level-triggered `vector` stop the processor
-        (Exit.APIC_EOI) on every processor, where the engine can."""
         ...
 
     def set_msr_intercepts(self, read: bool, write: bool, reads: frozenset[int]) -> None:

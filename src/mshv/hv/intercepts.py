@@ -3,11 +3,12 @@
 
 Port I/O and accesses to unmapped memory always intercept in an exo
 partition, so installing those changes nothing. MSR intercepts are
-delivered (every MSR, by access). Intercepts an engine cannot deliver
-faithfully are refused when installed, never accepted and then not
-delivered: on KVM, CPUID, exceptions and the APIC's INIT/SIPI; on every
-engine, the types the RFC gives no message for (register, APIC SMI and
-write, hypercall).
+delivered (every MSR, by access), and so are the APIC's INIT/SIPI (the
+hypervisor's own local APIC sends them on every engine). Intercepts an
+engine cannot deliver faithfully are refused when installed, never accepted
+and then not delivered: on KVM, CPUID and exceptions; on every engine, the
+types the RFC gives no message for (register, APIC SMI and write,
+hypercall).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ KVM_UNSUPPORTED: dict[int, str] = {
     I.HV_INTERCEPT_TYPE_X64_CPUID: "KVM answers CPUID itself and never exits for it",
     I.HV_INTERCEPT_TYPE_X64_GLOBAL_CPUID: "KVM answers CPUID itself and never exits for it",
     I.HV_INTERCEPT_TYPE_EXCEPTION: "this host's KVM does not let userspace intercept exceptions",
-    I.HV_INTERCEPT_TYPE_X64_APIC_INIT_SIPI: "KVM's local APIC handles INIT and SIPI itself",
 }
 # Refused everywhere: the RFC has no message type to report them with.
 UNSUPPORTED: dict[int, str] = {

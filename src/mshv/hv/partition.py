@@ -49,10 +49,10 @@ class Partition:
         self.processors_per_socket: int = 1
         self.intercepts = intercepts.Table(machine)
         self.interrupts = interrupts.Controller(self)
-        # The hypervisor's own local APICs, where the engine has none.
+        # The hypervisor's own local APICs (no engine has any).
         self.apic_bus: ApicBus | None = None
         self.timers: Timers | None = None
-        if self.lapic and not machine.provides_apic:
+        if self.lapic:
             self.apic_bus = ApicBus()
             self.timers = Timers(name=f"mshv-partition-{pid}-timers")
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from mshv.abi import tlfs as t
 from mshv.abi.tlfs import hv_partition_synthetic_processor_feature as F
+from mshv.hv import apic_defs
 from mshv.hv.errors import UnsupportedError
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ SUPPORTED = (
 # The version this hypervisor reports (CPUID 0x40000002): build, major.minor.
 BUILD, MAJOR, MINOR = 20348, 10, 0
 MAX_VPS = 256
-APIC_HZ = 1_000_000_000  # KVM's local APIC timer runs at 1 GHz
+APIC_HZ = apic_defs.APIC_TIMER_HZ  # the local APIC timer's input clock
 HYPERCALL_PAGE_CODE = bytes.fromhex("f30f1efae78ec3")  # endbr64; out 0x8e, eax; ret
 HYPERCALL_PORT = 0x8E
 APIC_MSRS = frozenset(

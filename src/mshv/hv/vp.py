@@ -49,7 +49,7 @@ _HYPERVISOR_REGISTERS = frozenset(
         R.HV_REGISTER_VP_INDEX, R.HV_REGISTER_GUEST_OS_ID, R.HV_X64_REGISTER_HYPERCALL,
         R.HV_REGISTER_REFERENCE_TSC, R.HV_REGISTER_TIME_REF_COUNT, R.HV_REGISTER_VP_ASSIST_PAGE,
         R.HV_X64_REGISTER_DELIVERABILITY_NOTIFICATIONS, R.HV_REGISTER_PROCESSOR_CLOCK_FREQUENCY,
-        R.HV_REGISTER_INTERRUPT_CLOCK_FREQUENCY,
+        R.HV_REGISTER_INTERRUPT_CLOCK_FREQUENCY, R.HV_X64_REGISTER_APIC_BASE,
     }
 )  # fmt: skip
 
@@ -78,16 +78,12 @@ class Vp:
         self.vp_assist_page = 0
         self.icr = 0
         self._extints: deque[int] = deque()
-        self.level_outstanding: set[int] = set()  # level vectors whose EOI we look for
         self._lock = threading.Lock()
         self._eoi_message: int | None = None  # a level EOI done through the synthetic EOI MSR
         self._io_key: tuple[object, ...] | None = None  # the last I/O message and its inputs
         self._io_bytes = b""
-        self.apic: VpApic | None = None  # the hypervisor's APIC, on engines without one
-        # Registers the hypervisor answers; without an engine APIC, APIC_BASE too.
-        self._own = _HYPERVISOR_REGISTERS
-        if not partition.machine.provides_apic:
-            self._own = _HYPERVISOR_REGISTERS | {R.HV_X64_REGISTER_APIC_BASE}
+        self.apic: VpApic | None = None  # the hypervisor's local APIC (LAPIC_ENABLED)
+        self._own = _HYPERVISOR_REGISTERS  # the registers the hypervisor answers
         self._queued: deque[bytes] = deque()  # messages to give before running again
         self.page.fill(processor)
 
@@ -115,11 +111,10 @@ class Vp:
             return
         self.running = True
         try:
+            p.begin_run()
             ex = p.run()
             while ex is _IO_PORT and p.exit.port == _HYPERCALL_PORT and self._hypercall():
                 ex = p.run()
-            if self.level_outstanding and ex is not Exit.INTERRUPTED and self._ended(ex, msg):
-                return
             if ex is _IO_PORT:
                 # Polling and delay loops stop at the same port with the same
                 # state again and again: reuse the message when nothing in it changed.
@@ -141,20 +136,6 @@ class Vp:
             self.running = False
         if page.mapped:
             page.fill(p)
-
-    def _ended(self, ex: Exit, msg: bytearray) -> bool:
-        """Report a level-triggered interrupt the guest has ended since it was
-        asserted, instead of this exit (whose instruction has not run and will
-        stop the VP again). For engines that cannot stop at the EOI itself."""
-        p = self.processor
-        for vector in sorted(self.level_outstanding):
-            if not p.interrupt_outstanding(vector):
-                self.level_outstanding.discard(vector)
-                if ex is Exit.MSR:
-                    p.cancel()
-                intercept.apic_eoi(msg, self.sender, self.index, vector)
-                return True
-        return False
 
     def _before_run(self) -> None:
         if self.partition.frozen:
@@ -199,9 +180,6 @@ class Vp:
                 self.notifications &= ~NOTIFY_INTERRUPT  # one notification per request
                 interrupt = t.hv_x64_pending_interruption_type.HV_X64_PENDING_INTERRUPT
                 intercept.deliverable(msg, sender, index, p, interrupt)
-            elif ex is Exit.APIC_EOI:
-                self.level_outstanding.discard(p.exit.eoi_vector)
-                intercept.apic_eoi(msg, sender, index, p.exit.eoi_vector)
             elif ex is Exit.MEMORY:
                 if self.apic is not None and self.apic.owns(p.exit.gpa):
                     ended = self.apic.mmio(p)
@@ -315,21 +293,13 @@ class Vp:
         if index == t.HV_X64_MSR_VP_ASSIST_PAGE:
             self.vp_assist_page = value & ~0xFFE
         elif index == t.HV_X64_MSR_EOI:
-            if self.apic is not None:
-                ended = self.apic.apic.eoi()
-                if ended is not None and ended.level:
-                    self._eoi_message = ended.vector
-                return True
-            done = self.processor.apic_eoi()
-            if done is not None and done[1]:
-                self._eoi_message = done[0]
+            ended = self.apic.apic.eoi() if self.apic is not None else None
+            if ended is not None and ended.level:
+                self._eoi_message = ended.vector
         elif index == t.HV_X64_MSR_ICR:
             self.icr = value
-            if self.apic is not None:
-                if not self.apic._sipi_intercepted(value):
-                    self.apic.apic.write_icr(value)
-                return True
-            self.partition.interrupts.send_ipi(self.index, value)
+            if self.apic is not None and not self.apic._sipi_intercepted(value):
+                self.apic.apic.write_icr(value)
         elif index == t.HV_X64_MSR_TPR:
             self.processor.set_registers([R.HV_X64_REGISTER_CR8], [_value(value >> 4 & 0xF)])
             if self.apic is not None:
@@ -474,10 +444,7 @@ class Vp:
         self._take_page()
         p = self.processor
         if kind == _LAPIC_STATE:
-            self._require_lapic()
-            if self.apic is not None:
-                return self.apic.apic.state()
-            return p.interrupt_controller_state()
+            return self._require_apic().apic.state()
         image = bytearray(p.xsave_state(self._xsave_components(states)))
         if flags & HV_XSAVE_DATA_NO_XMM_REGISTERS:
             image[_XMM_AREA] = bytes(_XMM_AREA.stop - _XMM_AREA.start)
@@ -487,11 +454,7 @@ class Vp:
         self._take_page()
         p = self.processor
         if kind == _LAPIC_STATE:
-            self._require_lapic()
-            if self.apic is not None:
-                self.apic.apic.set_state(bytes(data[: apic_state_size()]))
-                return
-            p.set_interrupt_controller_state(data[: apic_state_size()])
+            self._require_apic().apic.set_state(bytes(data[: apic_state_size()]))
             return
         self._xsave_components(states)
         image = bytearray(data)
@@ -504,9 +467,10 @@ class Vp:
         if self.page.mapped:
             self.page.fill(p)
 
-    def _require_lapic(self) -> None:
-        if not self.partition.lapic:
+    def _require_apic(self) -> VpApic:
+        if self.apic is None:
             raise HvError(hv_status.HV_STATUS_INVALID_PARAMETER, "the partition has no local APIC")
+        return self.apic
 
     def _xsave_components(self, states: int) -> int:
         supported = self.partition.xsave_supported()

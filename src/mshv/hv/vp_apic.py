@@ -1,8 +1,8 @@
-"""What a VP does with the hypervisor's own local APIC, on an engine that
-has none (the software CPU): x2APIC and APIC-base MSRs, the xAPIC page
-(decoded and emulated), CR8, INIT and SIPI, and the EOI message of a
-level-triggered interrupt, reported right after the instruction that ended
-it, before anything later in program order.
+"""What a VP does with the hypervisor's own local APIC (every engine; none
+has an APIC of its own): x2APIC and APIC-base MSRs, the xAPIC page (decoded
+and emulated), CR8, INIT and SIPI, and the EOI message of a level-triggered
+interrupt, reported right after the instruction that ended it, before
+anything later in program order.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class VpClock:
 
 
 def line_of(p: Processor) -> InterruptLine:
-    """The processor of an engine without an APIC is also its interrupt line."""
+    """The processor of a machine with a local APIC is also its interrupt line."""
     return cast(InterruptLine, p)
 
 
@@ -120,12 +120,12 @@ class VpApic:
 
     def startup(self) -> None:
         """INIT or SIPI arrived (Exit.WAKE): put the processor where they say."""
-        p = self.vp.processor
+        line = line_of(self.vp.processor)
         while (event := self.apic.take_startup_event()) is not None:
             if event == "init":
-                p.reset_to_init()  # type: ignore[attr-defined]
+                line.reset_to_init()
             else:
-                p.start_at(event[1])  # type: ignore[attr-defined]
+                line.start_at(event[1])
 
     def _sipi_intercepted(self, icr: int) -> bool:
         """With the APIC INIT/SIPI intercept, a SIPI this VP sends goes to the

@@ -213,21 +213,6 @@ class kvm_xsave(ctypes.Structure):
     _fields_ = [("region", c_uint32 * 1024)]
 
 
-class kvm_lapic_state(ctypes.Structure):
-    _fields_ = [("regs", c_uint8 * 1024)]
-
-
-class kvm_msi(ctypes.Structure):
-    _fields_ = [
-        ("address_lo", c_uint32),
-        ("address_hi", c_uint32),
-        ("data", c_uint32),
-        ("flags", c_uint32),
-        ("devid", c_uint32),
-        ("pad", c_uint8 * 12),
-    ]
-
-
 class kvm_interrupt(ctypes.Structure):
     _fields_ = [("irq", c_uint32)]
 
@@ -254,30 +239,6 @@ class kvm_msr_filter(ctypes.Structure):
     _fields_ = [("flags", c_uint32), ("pad", c_uint32), ("ranges", kvm_msr_filter_range * 16)]
 
 
-class kvm_irq_routing_msi(ctypes.Structure):
-    _fields_ = [
-        ("address_lo", c_uint32),
-        ("address_hi", c_uint32),
-        ("data", c_uint32),
-        ("devid", c_uint32),
-    ]
-
-
-class kvm_irq_routing_entry(ctypes.Structure):
-    _fields_ = [
-        ("gsi", c_uint32),
-        ("type", c_uint32),
-        ("flags", c_uint32),
-        ("pad", c_uint32),
-        ("msi", kvm_irq_routing_msi),
-        ("pad2", c_uint32 * 4),
-    ]
-
-
-class kvm_irq_routing_header(ctypes.Structure):
-    _fields_ = [("nr", c_uint32), ("flags", c_uint32)]
-
-
 class kvm_signal_mask_header(ctypes.Structure):
     _fields_ = [("len", c_uint32)]
 
@@ -296,10 +257,7 @@ KVM_CREATE_VCPU = _io(0x41)
 KVM_SET_USER_MEMORY_REGION = _iow(0x46, ctypes.sizeof(kvm_userspace_memory_region))
 KVM_SET_TSS_ADDR = _io(0x47)
 KVM_SET_IDENTITY_MAP_ADDR = _iow(0x48, 8)
-KVM_CREATE_IRQCHIP = _io(0x60)
 KVM_ENABLE_CAP = _iow(0xA3, ctypes.sizeof(kvm_enable_cap))
-KVM_SET_GSI_ROUTING = _iow(0x6A, ctypes.sizeof(kvm_irq_routing_header))
-KVM_SIGNAL_MSI = _iow(0xA5, ctypes.sizeof(kvm_msi))
 KVM_X86_SET_MSR_FILTER = _iow(0xC6, ctypes.sizeof(kvm_msr_filter))
 # vCPU fd
 KVM_RUN = _io(0x80)
@@ -314,8 +272,6 @@ KVM_SET_MSRS = _iow(0x89, ctypes.sizeof(kvm_msrs_header))
 KVM_SET_SIGNAL_MASK = _iow(0x8B, ctypes.sizeof(kvm_signal_mask_header))
 KVM_GET_FPU = _ior(0x8C, ctypes.sizeof(kvm_fpu))
 KVM_SET_FPU = _iow(0x8D, ctypes.sizeof(kvm_fpu))
-KVM_GET_LAPIC = _ior(0x8E, ctypes.sizeof(kvm_lapic_state))
-KVM_SET_LAPIC = _iow(0x8F, ctypes.sizeof(kvm_lapic_state))
 KVM_SET_CPUID2 = _iow(0x90, ctypes.sizeof(kvm_cpuid2_header))
 KVM_GET_CPUID2 = _iowr(0x91, ctypes.sizeof(kvm_cpuid2_header))
 KVM_GET_MP_STATE = _ior(0x98, ctypes.sizeof(kvm_mp_state))
@@ -335,13 +291,11 @@ KVM_GET_TSC_KHZ = _io(0xA3)
 KVM_API_VERSION = 12
 
 # --- capabilities ------------------------------------------------------------
-KVM_CAP_IRQCHIP = 0
 KVM_CAP_SET_TSS_ADDR = 4
 KVM_CAP_EXT_CPUID = 7
 KVM_CAP_NR_MEMSLOTS = 10
 KVM_CAP_READONLY_MEM = 81
 KVM_CAP_SYNC_REGS = 74
-KVM_CAP_SPLIT_IRQCHIP = 121
 KVM_CAP_IMMEDIATE_EXIT = 136
 KVM_CAP_X86_USER_SPACE_MSR = 188
 KVM_CAP_X86_MSR_FILTER = 189
@@ -355,7 +309,6 @@ KVM_MSR_FILTER_DEFAULT_DENY = 1
 KVM_MSR_FILTER_READ = 1 << 0
 KVM_MSR_FILTER_WRITE = 1 << 1
 KVM_MSR_FILTER_MAX_BITMAP_SIZE = 0x600
-KVM_IRQ_ROUTING_MSI = 2
 
 # --- memslot flags -----------------------------------------------------------
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
@@ -395,7 +348,6 @@ KVM_EXIT_TPR_ACCESS = 12
 KVM_EXIT_NMI = 16
 KVM_EXIT_INTERNAL_ERROR = 17
 KVM_EXIT_SYSTEM_EVENT = 24
-KVM_EXIT_IOAPIC_EOI = 26
 KVM_EXIT_X86_RDMSR = 29
 KVM_EXIT_X86_WRMSR = 30
 

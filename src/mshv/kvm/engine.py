@@ -14,6 +14,8 @@ from mshv.hv.engine import Exit
 from mshv.hv.errors import EngineError
 from mshv.hv.memory import GuestMemory, alias_shared, unmap_alias
 from mshv.kvm import abi as k
+from mshv.kvm import signals
+from mshv.kvm.line import KvmLineProcessor
 from mshv.kvm.locate import Host
 from mshv.kvm.processor import KvmProcessor
 from mshv.kvm.system import Kvm, VmFd, system
@@ -24,17 +26,16 @@ MAX_SLOTS = 509  # KVM_CAP_NR_MEMSLOTS is at least this on every x86 host
 # identity map); the top of the 32-bit space, as other VMMs choose.
 TSS_ADDR = 0xFFFB_D000
 IDENTITY_MAP_ADDR = 0xFFFB_C000
-EOI_ROUTES = 256  # split-irqchip "IOAPIC pins": one route per vector
-MSI_ADDRESS = 0xFEE0_0000
-MSI_BROADCAST = 0xFF
-MSI_LEVEL = 1 << 15
-MSI_ASSERT = 1 << 14
 SYNTHETIC_BASE = 0x4000_0000  # the hypervisor's MSRs
 SYNTHETIC_MSRS = 0x1000
 # Where x86 MSRs live (architectural, AMD/Intel 64-bit, AMD model-specific):
 # with an MSR intercept for one direction only, the other stays with KVM here.
 MSR_BLOCKS = (0x0000_0000, 0xC000_0000, 0xC001_0000)
 MSR_BLOCK = 0x2000
+# The local APIC's MSRs that KVM would answer itself (without an APIC of its
+# own it keeps IA32_APIC_BASE and drops IA32_TSC_DEADLINE writes); it fails
+# the x2APIC ones (0x800-0x8FF), which come out as KVM_MSR_EXIT_REASON_INVAL.
+APIC_BASE_MSR, TSC_DEADLINE_MSR = 0x1B, 0x6E0
 
 CPUID_APIC = 1 << 9  # leaf 1 EDX
 CPUID_X2APIC = 1 << 21  # leaf 1 ECX
@@ -42,9 +43,10 @@ CPUID_HYPERVISOR = 1 << 31  # leaf 1 ECX
 
 
 class KvmMachine:
-    """A KVM VM behind one partition."""
+    """A KVM VM behind one partition. KVM has no local APIC here (no
+    in-kernel irqchip): with LAPIC_ENABLED the hypervisor's own APICs drive
+    the processors (`KvmLineProcessor`), as on the software engine."""
 
-    provides_apic = True  # KVM's in-kernel local APICs
     exits: frozenset[Exit] = frozenset()  # no exception or CPUID exits here
     enforces_no_execute = False
 
@@ -56,13 +58,11 @@ class KvmMachine:
         try:
             self.vm.set_tss_addr(TSS_ADDR)
             self.vm.set_identity_map_addr(IDENTITY_MAP_ADDR)
-            if lapic:
-                # Local APICs in the kernel, no PIC or IOAPIC, as under Hyper-V.
-                # One reserved pin per vector lets any level-triggered vector
-                # have a route, which is how KVM reports its EOIs (watch_eoi).
-                self.vm.enable_cap(k.KVM_CAP_SPLIT_IRQCHIP, EOI_ROUTES)
-            # MSRs KVM does not know, and those the filter denies, come to us.
+            # MSRs KVM does not know, and those the filter denies, come to us;
+            # with a local APIC also those KVM fails (the x2APIC registers).
             reasons = k.KVM_MSR_EXIT_REASON_UNKNOWN | k.KVM_MSR_EXIT_REASON_FILTER
+            if lapic:
+                reasons |= k.KVM_MSR_EXIT_REASON_INVAL
             self.vm.enable_cap(k.KVM_CAP_X86_USER_SPACE_MSR, reasons)
             self._msr_intercepts = (False, False)
             self._msr_reads: frozenset[int] = frozenset()
@@ -75,7 +75,7 @@ class KvmMachine:
         self.xsave_layout = xsave_layout(kvm)
         self._slots: set[int] = set()
         self._slot_info: dict[int, tuple[int, int, int | None]] = {}  # gpa, size, alias
-        self._routes: dict[int, k.kvm_irq_routing_entry] = {}
+        self._tsc_khz = fcntl.ioctl(self.vm.fd, k.KVM_GET_TSC_KHZ, 0)
         self._lock = threading.Lock()
 
     def map_memory(
@@ -116,11 +116,13 @@ class KvmMachine:
         vcpu = self.vm.create_vcpu(index)
         try:
             vcpu.set_cpuid2(self._cpuid(index, hypervisor_cpuid))
-            if self.lapic:
-                # KVM builds its APIC-id map lazily: until then an MSI to the
-                # newest vCPU's id finds nobody. Loading its APIC rebuilds it.
-                vcpu.set_lapic(vcpu.get_lapic())
-            return KvmProcessor(vcpu, index, self.memory, self.host, self.xsave_layout)
+            args = (vcpu, index, self.memory, self.host, self.xsave_layout, self._tsc_khz)
+            if not self.lapic:
+                return KvmProcessor(*args)
+            p = KvmLineProcessor(*args)
+            if index != 0:
+                p.reset_to_init()  # APs wait for INIT/SIPI, as firmware expects
+            return p
         except BaseException:
             vcpu.close()
             raise
@@ -150,33 +152,6 @@ class KvmMachine:
             out.append(k.kvm_cpuid_entry2(function=leaf, eax=eax, ebx=ebx, ecx=ecx, edx=edx))
         return out
 
-    def signal_msi(self, address: int, data: int) -> bool:
-        return self.vm.signal_msi(address, data) > 0
-
-    @property
-    def reports_eoi(self) -> bool:
-        return self.host.eoi_exits
-
-    def watch_eoi(self, vector: int) -> None:
-        """A route for `vector` as a level-triggered broadcast MSI makes KVM
-        exit at its EOI (KVM_EXIT_IOAPIC_EOI), on hosts that do (reports_eoi)."""
-        with self._lock:
-            if vector in self._routes or not self.lapic:
-                return
-            entry = k.kvm_irq_routing_entry(gsi=vector, type=k.KVM_IRQ_ROUTING_MSI)
-            entry.msi.address_lo = MSI_ADDRESS | MSI_BROADCAST << 12
-            entry.msi.data = vector | MSI_LEVEL | MSI_ASSERT
-            self._routes[vector] = entry
-            self._set_routes()
-
-    def _set_routes(self) -> None:
-        size = ctypes.sizeof(k.kvm_irq_routing_entry)
-        buf = bytearray(8 + size * len(self._routes))
-        k.kvm_irq_routing_header.from_buffer(buf).nr = len(self._routes)
-        for i, entry in enumerate(self._routes.values()):
-            buf[8 + i * size : 8 + (i + 1) * size] = bytes(entry)
-        fcntl.ioctl(self.vm.fd, k.KVM_SET_GSI_ROUTING, buf)
-
     def set_exception_intercepts(self, vectors: int) -> None:
         if vectors:
             raise EngineError("the KVM engine cannot intercept exceptions")
@@ -193,14 +168,17 @@ class KvmMachine:
 
     def _apply_msr_filter(self) -> None:
         """The synthetic MSRs always come to the hypervisor (a KVM with its own
-        Hyper-V emulation would otherwise answer them); with MSR intercepts,
-        every access of the intercepted kind comes too."""
+        Hyper-V emulation would otherwise answer them), and so do the local
+        APIC's that KVM would answer; with MSR intercepts, every access of the
+        intercepted kind comes too."""
         read, write = self._msr_intercepts
         f = k.kvm_msr_filter()
         bitmaps = []
         deny = ctypes.create_string_buffer(SYNTHETIC_MSRS // 8)
         both = k.KVM_MSR_FILTER_READ | k.KVM_MSR_FILTER_WRITE
         ranges = [(both, SYNTHETIC_BASE, SYNTHETIC_MSRS, deny)]
+        if self.lapic:
+            ranges += [(both, index, 1, deny) for index in (APIC_BASE_MSR, TSC_DEADLINE_MSR)]
         ranges += [(k.KVM_MSR_FILTER_READ, index, 1, deny) for index in sorted(self._msr_reads)]
         if read or write:
             f.flags = k.KVM_MSR_FILTER_DEFAULT_DENY
@@ -218,7 +196,7 @@ class KvmMachine:
         fcntl.ioctl(self.vm.fd, k.KVM_X86_SET_MSR_FILTER, f)
 
     def tsc_hz(self) -> int:
-        return 1000 * fcntl.ioctl(self.vm.fd, k.KVM_GET_TSC_KHZ, 0)
+        return 1000 * self._tsc_khz
 
     def cpuid(self, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
         for e in self.kvm.supported_cpuid():
@@ -283,6 +261,7 @@ class KvmEngine:
             if not self.kvm.check_extension(cap):
                 raise EngineError(f"the host's KVM lacks capability {cap}, which the engine needs")
         self.host = probe_host(self.kvm)
+        signals.install()  # before any VP runs
 
     def create_machine(self, *, lapic: bool) -> KvmMachine:
         return KvmMachine(self.kvm, self.host, lapic=lapic)
@@ -301,13 +280,13 @@ def engine() -> KvmEngine:
 
 
 def probe_host(kvm: Kvm) -> Host:
-    return Host(out_after=_probe_out(kvm), eoi_exits=_probe_eoi_exits(kvm))
+    return Host(out_after=_probe_out(kvm))
 
 
 class _Scratch:
     """A throwaway VM with one page of memory at GPA 0 and one vCPU in real mode."""
 
-    def __init__(self, kvm: Kvm, code: dict[int, bytes], *, lapic: bool = False) -> None:
+    def __init__(self, kvm: Kvm, code: dict[int, bytes]) -> None:
         self.buf = mmap.mmap(-1, 0x2000)
         self.vm = kvm.create_vm()
         self.vcpu: VcpuFd | None = None
@@ -318,16 +297,12 @@ class _Scratch:
             for off, data in code.items():
                 self.buf[off : off + len(data)] = data
             self.vm.set_tss_addr(TSS_ADDR)
-            if lapic:
-                self.vm.enable_cap(k.KVM_CAP_SPLIT_IRQCHIP, EOI_ROUTES)
             self.vm.set_user_memory_region(0, 0, 0x2000, addr)
             self.vcpu = self.vm.create_vcpu(0)
             self.vcpu.set_cpuid2(kvm.supported_cpuid())
             sregs = self.vcpu.get_sregs()
             sregs.cs.base = 0
             sregs.cs.selector = 0
-            if lapic:
-                sregs.apic_base = MSI_ADDRESS | 0xD00  # enabled, x2APIC, BSP
             self.vcpu.set_sregs(sregs)
         except BaseException:
             self.close()
@@ -368,51 +343,3 @@ def _probe_out(kvm: Kvm) -> bool:
     if rip not in (0x1000, 0x1001):
         raise EngineError(f"host probe: RIP {rip:#x} after `out dx, al` at 0x1000", errno.EIO)
     return bool(rip == 0x1001)
-
-
-# A real-mode guest whose handler for vector 0x40 writes the x2APIC EOI MSR
-# and then `out 0x80, al`; the main code enables interrupts and, if none
-# comes, reports on port 0x81. Nothing in it can block in the kernel.
-_EOI_MAIN = bytes.fromhex("fb90909090e681f4")  # sti; nop x4; out 0x81, al; hlt
-_EOI_HANDLER = bytes.fromhex(
-    "66b90b0800006631c06631d20f30e680f4"
-)  # mov ecx, 0x80b; xor eax, eax; xor edx, edx; wrmsr; out 0x80, al; hlt
-_EOI_VECTOR = 0x40
-
-
-def _probe_eoi_exits(kvm: Kvm) -> bool:
-    """Whether KVM exits to userspace (KVM_EXIT_IOAPIC_EOI) at the EOI of a
-    level-triggered interrupt routed as split-irqchip IOAPIC pin. Hardware
-    KVM does; the nested kvm_pvm of the development hosts does not."""
-    ivt = struct.pack("<HH", 0x200, 0)
-    code = {4 * _EOI_VECTOR: ivt, 0x200: _EOI_HANDLER, 0x1000: _EOI_MAIN}
-    try:
-        vm = _Scratch(kvm, code, lapic=True)
-    except OSError:
-        return False
-    try:
-        vcpu = vm.start(0x1000)
-        lapic = vcpu.get_lapic()
-        struct.pack_into("<I", lapic.regs, 0xF0, 0x1FF)  # software-enable the APIC
-        vcpu.set_lapic(lapic)
-        entry = k.kvm_irq_routing_entry(gsi=_EOI_VECTOR, type=k.KVM_IRQ_ROUTING_MSI)
-        entry.msi.address_lo = MSI_ADDRESS | MSI_BROADCAST << 12
-        entry.msi.data = _EOI_VECTOR | MSI_LEVEL | MSI_ASSERT
-        buf = bytearray(8) + bytes(entry)
-        k.kvm_irq_routing_header.from_buffer(buf).nr = 1
-        fcntl.ioctl(vm.vm.fd, k.KVM_SET_GSI_ROUTING, buf)
-        vm.vm.signal_msi(MSI_ADDRESS, _EOI_VECTOR | MSI_LEVEL | MSI_ASSERT)
-        for _ in range(4):
-            vcpu.run()
-            reason = vm.exit_reason()
-            if reason == k.KVM_EXIT_IOAPIC_EOI:
-                return True
-            if reason != k.KVM_EXIT_IO:
-                return False
-            if struct.unpack_from("<BBH", vcpu.page, k.RUN_EXIT_UNION)[2] in (0x80, 0x81):
-                return False
-        return False
-    except OSError:
-        return False
-    finally:
-        vm.close()

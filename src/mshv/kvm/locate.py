@@ -65,7 +65,6 @@ class Host:
     restart (RIP at); reads wait for their data (RIP at)."""
 
     out_after: bool
-    eoi_exits: bool = True  # KVM reports EOIs of routed level-triggered vectors
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ vCPU ioctl costs about 5 us on nested hosts; the run path avoids them.
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Sequence
 
 from mshv._libc import ioctl_int
@@ -24,7 +25,7 @@ from mshv.hv.engine import Exit, ExitInfo
 from mshv.hv.errors import EngineError
 from mshv.hv.memory import CR0_PG, EFER_LMA, GuestMemory
 from mshv.kvm import abi as k
-from mshv.kvm import apic
+from mshv.kvm import signals
 from mshv.kvm.drain import drain
 from mshv.kvm.locate import (
     Context,
@@ -38,6 +39,7 @@ from mshv.kvm.locate import (
 )
 from mshv.kvm.regfile import RegisterFile
 from mshv.kvm.regs import TLFS_TO_KVM, pending_to_hv, segment_to_hv
+from mshv.kvm.tsc import TscClock
 from mshv.kvm.vcpu import VcpuFd
 
 _KVM_RUN = k.KVM_RUN
@@ -55,11 +57,9 @@ _U64 = struct.Struct("<Q")
 _CRS = struct.Struct("<7Q")  # cr0, cr2, cr3, cr4, cr8, efer, apic_base
 _CS_MODE = struct.Struct("<Q9xBxB")  # kvm_segment base, db, l
 _QQ = struct.Struct("<QQ")
-_MSR_EXIT = struct.Struct("<12xIQ")  # kvm_run.msr: error, pad, reason, then index, data
+_MSR_EXIT = struct.Struct("<8xIIQ")  # kvm_run.msr: error, pad, then reason, index, data
 _MSR_DATA = k.RUN_EXIT_UNION + 16
 _IA32_TSC = 0x10
-_X2APIC_EOI = 0x80B
-_X2APIC_ENABLE = 1 << 10  # IA32_APIC_BASE.EXTD
 
 RUN_SYNC_END = k.RUN_SYNC_EVENTS + 64
 _SR = k.RUN_SYNC_SREGS
@@ -75,6 +75,7 @@ _RIP_OFF = k.RUN_SYNC_REGS + 16 * 8
 _EV = k.RUN_SYNC_EVENTS
 _EV_END = RUN_SYNC_END
 
+_TSC_NAMES = frozenset({R.HV_X64_REGISTER_TSC})  # register writes that move the TSC
 DIRTY_ALL = k.KVM_SYNC_X86_REGS | k.KVM_SYNC_X86_SREGS | k.KVM_SYNC_X86_EVENTS
 _INSN_WINDOW = 16
 
@@ -89,6 +90,7 @@ class KvmProcessor:
         memory: GuestMemory,
         host: Host,
         layout: xsave.Layout,
+        tsc_khz: int,
     ) -> None:
         self.exit = ExitInfo()
         self.index = index
@@ -112,10 +114,8 @@ class KvmProcessor:
         self._mode_info = (0, 0, 0, 0)  # cs_base, bits (protected, no VM), pe, paging
         self._kvm_rip: int | None = None  # RIP inside KVM when only our rewind differs
         self._msr_pending = False  # a userspace RDMSR/WRMSR waits for complete_msr/cancel
-        # A new AP of a partition with a local APIC waits for INIT and SIPI.
-        self.startup = vcpu.get_mp_state() == k.KVM_MP_STATE_UNINITIALIZED
+        self._msr_reason = 0  # why KVM gave the pending access to userspace
         self._xsave_layout = layout
-        self._eoi_reported: int | None = None  # reported already; KVM may exit for it too
         self._state_raw = b""
         self._state_ver = 0
         self._ver_current = False
@@ -126,14 +126,28 @@ class KvmProcessor:
         p[k.RUN_SYNC_SREGS : k.RUN_SYNC_EVENTS] = bytes(vcpu.get_sregs())
         p[k.RUN_SYNC_EVENTS : RUN_SYNC_END] = bytes(vcpu.get_vcpu_events())
         self.registers = RegisterFile(vcpu, index, self)
+        self.clock = TscClock(self._read_tsc, tsc_khz)
+        self.runner = 0  # native id of the thread in run(), 0 outside it
 
     # --- the run path --------------------------------------------------------
 
+    def begin_run(self) -> None:
+        pass  # every signal during KVM_RUN ends the run: nothing to tell apart
+
     def run(self) -> Exit:
+        clock = self.clock
+        clock.running()
+        self.runner = threading.get_native_id()
+        try:
+            return self.run_once()
+        finally:
+            self.runner = 0
+            clock.stopped()
+
+    def run_once(self) -> Exit:
+        """One KVM_RUN and what its exit means."""
         if self._msr_pending:
             raise EngineError("an MSR access is pending: complete_msr() or cancel() it first")
-        if self.startup and self._wait_for_startup():
-            return Exit.INTERRUPTED
         page = self._page
         dirty = self._dirty
         if dirty:
@@ -172,37 +186,21 @@ class KvmProcessor:
         if reason == k.KVM_EXIT_IRQ_WINDOW_OPEN:
             page[k.RUN_REQUEST_INTERRUPT_WINDOW] = 0
             return Exit.INTERRUPT_WINDOW
-        if reason == k.KVM_EXIT_IOAPIC_EOI:
-            return self._eoi()
+        if reason == k.KVM_EXIT_SET_TPR:
+            return Exit.TPR  # CR8 lowered (hosts whose KVM exits for it)
         raise EngineError(f"KVM exit reason {reason} is not handled by the KVM engine")
 
-    def _wait_for_startup(self) -> bool:
-        """Block until INIT or SIPI wakes a VP that never ran; True if a
-        signal came first. KVM then returns EAGAIN without running the guest
-        and without reading the sync area, so what the VMM set goes in first."""
-        page, vcpu, dirty = self._page, self._vcpu, self._dirty
-        if dirty & k.KVM_SYNC_X86_REGS:
-            vcpu.set_regs(k.kvm_regs.from_buffer_copy(page, k.RUN_SYNC_REGS))
-        if dirty & k.KVM_SYNC_X86_SREGS:
-            vcpu.set_sregs(k.kvm_sregs.from_buffer_copy(page, _SR))
-        if dirty & k.KVM_SYNC_X86_EVENTS:
-            vcpu.set_vcpu_events(k.kvm_vcpu_events.from_buffer_copy(page, _EV))
-        self._dirty = 0
-        self.invalidate()
-        try:
-            ioctl_int(self._fd, _KVM_RUN, 0)
-        except InterruptedError:
-            page[k.RUN_IMMEDIATE_EXIT] = 0
-            return True
-        except BlockingIOError:
-            pass
-        except OSError as e:
-            raise EngineError(f"KVM_RUN failed: {e.strerror} (errno {e.errno})") from e
-        self.startup = False  # INIT came: the next entry waits for SIPI as a normal run
-        return False
-
     def kick(self) -> None:
-        self._page[k.RUN_IMMEDIATE_EXIT] = 1
+        self._page[k.RUN_IMMEDIATE_EXIT] = 1  # a run about to enter returns at once
+        runner = self.runner
+        if runner:
+            signals.kick(runner)  # one in the guest leaves it
+
+    def activity(self) -> int | None:
+        return None  # KVM's MP state: running or halted at an intercepted HLT
+
+    def set_activity(self, value: int) -> bool:
+        return False
 
     def mark_dirty(self, flags: int) -> None:
         self._dirty |= flags
@@ -461,7 +459,7 @@ class KvmProcessor:
     def _msr(self, is_write: bool) -> Exit:
         # RIP is at the RDMSR/WRMSR; KVM finishes it on the next entry with
         # kvm_run.msr.data (a read) or a #GP (kvm_run.msr.error).
-        index, data = _MSR_EXIT.unpack_from(self._page, _EXIT_UNION)
+        self._msr_reason, index, data = _MSR_EXIT.unpack_from(self._page, _EXIT_UNION)
         e = self.exit
         e.msr_index = index
         e.msr_value = data
@@ -487,7 +485,10 @@ class KvmProcessor:
     def msr_passthrough(self, index: int, is_write: bool, value: int) -> int | None:
         # The guest's access, done by the host (KVM_GET/SET_MSRS). KVM is more
         # lenient with host-initiated writes; the filter only sends MSRs
-        # outside the architectural blocks this way (engine.MSR_BLOCKS).
+        # outside the architectural blocks this way (engine.MSR_BLOCKS). An
+        # access KVM refused for the guest stays refused.
+        if self._msr_pending and self._msr_reason == k.KVM_MSR_EXIT_REASON_INVAL:
+            return None
         try:
             if is_write:
                 self._vcpu.set_msrs({index: value})
@@ -495,21 +496,6 @@ class KvmProcessor:
             return self._vcpu.get_msrs([index])[index]
         except OSError:
             return None
-
-    def interrupt_outstanding(self, vector: int) -> bool:
-        return apic.outstanding(bytes(self._vcpu.get_lapic().regs), vector)
-
-    def _eoi(self) -> Exit:
-        # Split irqchip: KVM tells userspace of every EOI of a vector that a
-        # routed level-triggered MSI uses; only a level-triggered one is news.
-        vector = self._page[_EXIT_UNION]
-        if vector == self._eoi_reported:
-            self._eoi_reported = None
-            return self.run()
-        if apic.level_triggered(bytes(self._vcpu.get_lapic().regs), vector):
-            self.exit.eoi_vector = vector
-            return Exit.APIC_EOI
-        return self.run()
 
     def request_interrupt_window(self, enable: bool) -> None:
         self._page[k.RUN_REQUEST_INTERRUPT_WINDOW] = 1 if enable else 0
@@ -521,40 +507,12 @@ class KvmProcessor:
             return False  # KVM still holds the previous one
         return True
 
-    def apic_eoi(self) -> tuple[int, bool] | None:
-        self.invalidate()
-        regs = bytearray(self._vcpu.get_lapic().regs)
-        if _U64.unpack_from(self._page, _CRS_OFF + 48)[0] & _X2APIC_ENABLE:
-            vector = apic.highest_in_service(regs)
-            self._vcpu.set_msrs({_X2APIC_EOI: 0})  # KVM's own EOI path
-            if vector is None:
-                return None
-            level = apic.level_triggered(regs, vector)
-            if level:
-                self._eoi_reported = vector  # KVM may also exit for it
-            return vector, level
-        vector = apic.highest_in_service(regs)
-        if vector is None:
-            return None
-        apic.clear_in_service(regs, vector)
-        self._vcpu.set_lapic(k.kvm_lapic_state.from_buffer_copy(regs))
-        return vector, apic.level_triggered(regs, vector)
-
     def instruction_gpa(self) -> int | None:
         _, _, rip_linear = self._mode()
         return self._mem.translate(rip_linear, *self._crs())
 
     def nmi_masked(self) -> bool:
         return bool(self._page[_EV + 14])  # kvm_vcpu_events.nmi.masked
-
-    def interrupt_controller_state(self) -> bytes:
-        return apic.to_hv(bytes(self._vcpu.get_lapic().regs))
-
-    def set_interrupt_controller_state(self, state: bytes) -> None:
-        lapic = self._vcpu.get_lapic()
-        regs = bytearray(lapic.regs)
-        apic.from_hv(regs, state)
-        self._vcpu.set_lapic(k.kvm_lapic_state.from_buffer_copy(regs))
 
     def xsave_state(self, components: int) -> bytes:
         return xsave.to_compacted(bytes(self._vcpu.get_xsave()), self._xsave_layout, components)
@@ -564,11 +522,15 @@ class KvmProcessor:
         standard = xsave.from_compacted(image, self._xsave_layout, base)
         self._vcpu.set_xsave(k.kvm_xsave.from_buffer_copy(standard))
 
-    def tsc(self) -> int:
+    def _read_tsc(self) -> int:
         return self._vcpu.get_msrs([_IA32_TSC])[_IA32_TSC]
+
+    def tsc(self) -> int:
+        return self.clock.now()
 
     def set_tsc(self, value: int) -> None:
         self._vcpu.set_msrs({_IA32_TSC: value})
+        self.clock.exact()
 
     # --- state for intercept messages --------------------------------------------
 
@@ -605,6 +567,8 @@ class KvmProcessor:
 
     def set_registers(self, names: Sequence[int], values: Sequence[bytes]) -> None:
         self.registers.set(names, values)
+        if _TSC_NAMES.intersection(names):
+            self.clock.exact()
 
     def close(self) -> None:
         self._vcpu.close()

@@ -26,13 +26,21 @@ _EV = k.RUN_SYNC_EVENTS
 _SREGS_END = k.RUN_SYNC_EVENTS
 _EV_END = k.RUN_SYNC_EVENTS + ctypes.sizeof(k.kvm_vcpu_events)
 _DEBUG_SIZE = ctypes.sizeof(k.kvm_debugregs)
+_CR8 = 256  # in kvm_sregs
 
 
 class _Owner(Protocol):
-    startup: bool  # waiting for INIT/SIPI before its first run
-
     def mark_dirty(self, flags: int) -> None: ...
     def invalidate(self) -> None: ...
+
+    def activity(self) -> int | None:
+        """The internal activity state if the owner keeps it (KVM has no
+        local APIC to keep it in), else None: KVM's MP state holds it."""
+        ...
+
+    def set_activity(self, value: int) -> bool:
+        """Keep a checked activity state; False if KVM's MP state holds it."""
+        ...
 
 
 def register_label(n: int) -> str:
@@ -105,7 +113,10 @@ class RegisterFile:
                 shadow = 1 if events.interrupt_shadow else 0
                 v = rg.value_bytes(shadow | (2 if events.nmi_masked else 0))
             elif cls == rg.ACTIVITY:
-                v = rg.value_bytes(rg.activity_to_hv(self._vcpu.get_mp_state()))
+                kept = self._owner.activity()
+                if kept is None:
+                    kept = rg.activity_to_hv(self._vcpu.get_mp_state())
+                v = rg.value_bytes(kept)
             else:  # CONST: the initial APIC id, which is the VP index
                 v = rg.value_bytes(self._index)
             out.append(v)
@@ -141,6 +152,7 @@ class RegisterFile:
         debug = bytearray(old_debug) if old_debug else None
         xcr0: int | None = None
         mp_state: int | None = None
+        activity: int | None = None  # kept by the owner
         msrs: dict[int, int] = {}
         touched_events = False
         for (cls, key), value, name in zip(kinds, values, names, strict=True):
@@ -173,7 +185,9 @@ class RegisterFile:
                     )
             elif cls == rg.ACTIVITY:
                 mp_state = rg.activity_from_hv(v64)
-                if mp_state is None:
+                if mp_state is not None and self._owner.activity() is not None:
+                    activity, mp_state = v64, None
+                elif mp_state is None:
                     raise HvError(
                         hv_status.HV_STATUS_INVALID_REGISTER_VALUE,
                         f"internal activity state {v64:#x} cannot be held by the KVM engine",
@@ -189,6 +203,8 @@ class RegisterFile:
             regs, sregs, events if touched_events else None, (xsave, old_xsave),
             (debug, old_debug), xcr0, msrs, mp_state,
         )  # fmt: skip
+        if activity is not None:
+            self._owner.set_activity(activity)
 
     def _apply(
         self,
@@ -250,10 +266,10 @@ class RegisterFile:
                     f"KVM refused the {what} value: {e.strerror}",
                 ) from e
             undo.append(revert)
-        if mp_state is not None:
-            self._owner.startup = False  # whatever it waits for now, KVM_RUN waits normally
         # Applied: keep the sync-area copy current. GPRs go in on the next entry.
         page[_SR:_SREGS_END] = sregs
+        # Without a KVM APIC, KVM_RUN loads CR8 from kvm_run.cr8 after the sync area.
+        page[k.RUN_CR8 : k.RUN_CR8 + 8] = sregs[_CR8 : _CR8 + 8]
         self._owner.invalidate()
         if events is not None:
             page[_EV:_EV_END] = bytes(vcpu.get_vcpu_events())

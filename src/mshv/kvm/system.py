@@ -6,7 +6,6 @@ import ctypes
 import errno
 import fcntl
 import os
-import struct
 import threading
 
 from mshv._libc import ioctl_ulong
@@ -67,8 +66,6 @@ class Kvm:
 
 
 _system: Kvm | None = None
-_MSI = struct.Struct("<III20x")  # kvm_msi: address_lo, address_hi, data
-assert _MSI.size == ctypes.sizeof(abi.kvm_msi)
 _system_lock = threading.Lock()
 
 
@@ -113,11 +110,6 @@ class VmFd:
 
     def set_identity_map_addr(self, addr: int) -> None:
         fcntl.ioctl(self.fd, abi.KVM_SET_IDENTITY_MAP_ADDR, ctypes.c_uint64(addr))
-
-    def signal_msi(self, address: int, data: int) -> int:
-        # Packed, not a kvm_msi: this is on the interrupt latency path.
-        msi = bytearray(_MSI.pack(address & 0xFFFFFFFF, address >> 32, data))
-        return int(fcntl.ioctl(self.fd, abi.KVM_SIGNAL_MSI, msi, True))
 
     def close(self) -> None:
         fd, self.fd = self.fd, -1

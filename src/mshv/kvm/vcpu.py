@@ -93,14 +93,6 @@ class VcpuFd:
     def set_xsave(self, xs: abi.kvm_xsave) -> None:
         fcntl.ioctl(self.fd, abi.KVM_SET_XSAVE, xs)
 
-    def get_lapic(self) -> abi.kvm_lapic_state:
-        st = abi.kvm_lapic_state()
-        fcntl.ioctl(self.fd, abi.KVM_GET_LAPIC, st)
-        return st
-
-    def set_lapic(self, st: abi.kvm_lapic_state) -> None:
-        fcntl.ioctl(self.fd, abi.KVM_SET_LAPIC, st)
-
     def get_mp_state(self) -> int:
         st = abi.kvm_mp_state()
         fcntl.ioctl(self.fd, abi.KVM_GET_MP_STATE, st)

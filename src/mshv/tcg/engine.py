@@ -59,7 +59,6 @@ def msr_bitmap(read_all: bool, write_all: bool, reads: frozenset[int], lapic: bo
 class TcgMachine:
     """The processors and guest-physical map of one partition."""
 
-    provides_apic = False
     exits = frozenset({Exit.EXCEPTION, Exit.CPUID})
     enforces_no_execute = True
 
@@ -190,18 +189,6 @@ class TcgMachine:
     def write_memory(self, gpa: int, data: bytes) -> bool:
         # Translations of the page are dropped by the library's write watch.
         return self.memory.write(gpa, data)
-
-    # --- engine APIC calls this machine does not have -------------------------------
-
-    def signal_msi(self, address: int, data: int) -> bool:
-        raise EngineError("the software engine has no local APIC: the hypervisor's takes MSIs")
-
-    @property
-    def reports_eoi(self) -> bool:
-        return True  # the hypervisor's APIC sees every EOI
-
-    def watch_eoi(self, vector: int) -> None:
-        raise EngineError("the software engine has no local APIC: the hypervisor's sees EOIs")
 
     def close(self) -> None:
         with self.lock:

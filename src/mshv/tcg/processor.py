@@ -86,6 +86,9 @@ class TcgProcessor:
 
     # --- the run path --------------------------------------------------------
 
+    def begin_run(self) -> None:
+        pass  # the library arms its signal canary at every run
+
     def run(self) -> Exit:
         if self._msr_pending:
             raise EngineError("an MSR access is pending: complete_msr() or cancel() it first")
@@ -367,18 +370,6 @@ class TcgProcessor:
 
     def nmi_masked(self) -> bool:
         return bool(self._page.events.nmi_masked)
-
-    def apic_eoi(self) -> tuple[int, bool] | None:
-        raise EngineError("the software engine has no local APIC: the hypervisor's ends EOIs")
-
-    def interrupt_outstanding(self, vector: int) -> bool:
-        raise EngineError("the software engine has no local APIC of its own")
-
-    def interrupt_controller_state(self) -> bytes:
-        raise EngineError("the software engine has no local APIC of its own")
-
-    def set_interrupt_controller_state(self, state: bytes) -> None:
-        raise EngineError("the software engine has no local APIC of its own")
 
     def instruction_gpa(self) -> int | None:
         p = self._page
