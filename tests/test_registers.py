@@ -81,6 +81,25 @@ def test_a_refused_value_changes_nothing(partition: mshv.Partition) -> None:
     assert vp.get_registers("rax", "cr0", "dr0") == before
 
 
+@pytest.mark.parametrize(
+    ("regs", "rule"),
+    [
+        ({"cr0": 0x8000_0010}, "CR0.PG is set without CR0.PE"),
+        ({"cr0": 0x2000_0011}, "CR0.NW is set without CR0.CD"),
+        ({"efer": 0x500}, "EFER.LMA is 1 but EFER.LME and CR0.PG make it 0"),
+        ({"efer": 0x100, "cr0": 0x8000_0011}, "need CR4.PAE"),
+    ],
+)
+def test_a_refusal_names_the_rule_broken(
+    partition: mshv.Partition, regs: dict[str, int], rule: str
+) -> None:
+    vp = partition.create_vp(0)
+    with pytest.raises(mshv.IoctlError) as e:
+        vp.set_registers(**regs)  # type: ignore[misc]
+    assert e.value.errno == 22
+    assert rule in str(e.value)
+
+
 def test_unknown_register_is_named(partition: mshv.Partition) -> None:
     vp = partition.create_vp(0)
     with pytest.raises(mshv.IoctlError) as e:

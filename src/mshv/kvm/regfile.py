@@ -15,6 +15,7 @@ from typing import Protocol
 
 from mshv.abi.status import hv_status
 from mshv.abi.tlfs import hv_register_name
+from mshv.hv.control import control_problem
 from mshv.hv.errors import HvError
 from mshv.kvm import abi as k
 from mshv.kvm import regs as rg
@@ -52,6 +53,12 @@ def register_label(n: int) -> str:
 
 def _invalid(what: str) -> HvError:
     return HvError(hv_status.HV_STATUS_INVALID_PARAMETER, what)
+
+
+def sregs_problem(s: k.kvm_sregs) -> str | None:
+    """Which rule the control registers or CS break, to say why KVM refused
+    them (its EINVAL names none); None if none does."""
+    return control_problem(s.cr0, s.cr4, s.efer, bool(s.cs.l), bool(s.cs.db))
 
 
 class RegisterFile:
@@ -261,9 +268,11 @@ class RegisterFile:
             except OSError as e:
                 for u in reversed(undo):
                     u()
+                why = sregs_problem(k.kvm_sregs.from_buffer_copy(sregs)) if what.startswith(
+                    "segment") else None  # fmt: skip
                 raise HvError(
                     hv_status.HV_STATUS_INVALID_REGISTER_VALUE,
-                    f"KVM refused the {what} value: {e.strerror}",
+                    f"KVM refused the {what} value: {e.strerror}" + (f" ({why})" if why else ""),
                 ) from e
             undo.append(revert)
         # Applied: keep the sync-area copy current. GPRs go in on the next entry.

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from mshv.abi.status import hv_status
 from mshv.abi.tlfs import hv_register_name as R
+from mshv.hv.control import control_problem
 from mshv.hv.errors import HvError
 from mshv.hv.msr_registers import MSRS
 from mshv.tcg import abi
@@ -38,10 +39,6 @@ STARTUP_SUSPEND, HALT_SUSPEND = 1, 2  # HV_REGISTER_INTERNAL_ACTIVITY_STATE
 # MSRs of features the software CPU does not have (no LBR/BTF, no speculation
 # controls), whose registers hold 0: a VP's saved state reads and writes them.
 ZERO_ONLY_MSRS = frozenset({0x1D9, 0x48})  # IA32_DEBUGCTL, IA32_SPEC_CTRL
-
-CR0_PE, CR0_NW, CR0_CD, CR0_PG = 1, 1 << 29, 1 << 30, 1 << 31
-CR4_PAE = 1 << 5
-EFER_SCE, EFER_LME, EFER_LMA, EFER_NXE = 1, 1 << 8, 1 << 10, 1 << 11
 
 
 @functools.lru_cache(maxsize=1024)  # bounded: names come from userspace
@@ -221,16 +218,13 @@ class RegisterFile:
         s = self._cpu.page.sregs
         cr0, cr4 = new.get("cr0", s.cr0), new.get("cr4", s.cr4)
         efer, xcr0 = new.get("efer", s.efer), new.get("xcr0", s.xcr0)
-        if cr0 >> 32 or (cr0 & CR0_PG and not cr0 & CR0_PE) or (cr0 & CR0_NW and not cr0 & CR0_CD):
-            raise _invalid(f"CR0 {cr0:#x}")
         if cr4 & ~self._cr4_bits:
             raise _invalid(f"CR4 {cr4:#x}: bits {cr4 & ~self._cr4_bits:#x} are not supported")
         if efer & ~self._efer_bits:
             raise _invalid(f"EFER {efer:#x}: bits {efer & ~self._efer_bits:#x} are not supported")
-        if efer & EFER_LMA and not (cr0 & CR0_PG and cr4 & CR4_PAE and efer & EFER_LME):
-            raise _invalid(f"EFER.LMA without paging, PAE and LME (CR0 {cr0:#x}, CR4 {cr4:#x})")
-        if cr0 & CR0_PG and efer & EFER_LME and not efer & EFER_LMA:
-            raise _invalid(f"EFER {efer:#x}: LME with paging on needs LMA")
+        why = control_problem(cr0, cr4, efer)
+        if why:
+            raise _invalid(why)
         if "cr8" in new and new["cr8"] > 0xF:
             raise _invalid(f"CR8 {new['cr8']:#x}")
         if not xcr0 & 1 or xcr0 & ~3:
