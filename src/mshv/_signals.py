@@ -17,33 +17,15 @@ run in a signal handler.
 
 from __future__ import annotations
 
-import ctypes
 import signal
 import threading
 
 from mshv import _sys
+from mshv._libc import install_noop_handler, noop_handler_installed
 
 KICK = signal.SIGRTMIN + 3
 SA_ONSTACK, SA_SIGINFO = 0x0800_0000, 0x4
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-class _Sigaction(ctypes.Structure):
-    """glibc's struct sigaction on x86-64."""
-
-    _fields_ = [
-        ("handler", ctypes.c_void_p),
-        ("mask", ctypes.c_ulong * 16),
-        ("flags", ctypes.c_int),
-        ("restorer", ctypes.c_void_p),
-    ]
-
-
-_sigaction = _libc.sigaction
-_sigaction.argtypes = [ctypes.c_int, ctypes.POINTER(_Sigaction), ctypes.POINTER(_Sigaction)]
-_sigaction.restype = ctypes.c_int
-_NOOP = ctypes.cast(_libc.getpid, ctypes.c_void_p).value
 _lock = threading.Lock()
 _installed = False
 
@@ -53,14 +35,8 @@ def ensure_kick_handler() -> None:
     replaced it)."""
     global _installed
     with _lock:
-        current = _Sigaction()
-        if _sigaction(KICK, None, ctypes.byref(current)) == 0 and current.handler == _NOOP:
-            _installed = True
-            return
-        action = _Sigaction(handler=_NOOP, flags=SA_ONSTACK | SA_SIGINFO)
-        if _sigaction(KICK, ctypes.byref(action), None) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"sigaction({KICK}) failed")
+        if not noop_handler_installed(KICK):
+            install_noop_handler(KICK, SA_ONSTACK | SA_SIGINFO)
         _installed = True
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import mshv
+from mshv.abi.uapi import hv_local_interrupt_controller_state
 from mshv.vmm import ioapic as io
+from mshv.vmm.linux import Profile, apic_delivery
 
 Sent = list[tuple[int, int, int, bool, bool]]
 
@@ -77,3 +80,23 @@ def test_active_low_polarity_and_read_only_bits() -> None:
     assert _reg(chip, io.REG_TABLE + 10) == 0x60 | io.POLARITY_LOW  # status bits are the chip's
     chip.set_level(5, False)  # active low: the line asserts
     assert sent == [(0x60, 0, 0, False, False)]
+
+
+def test_a_message_to_no_apic_is_dropped_and_counted(device: mshv.Device) -> None:
+    """Through the hypervisor: a pin routed to APIC id 5 of a one-VP machine
+    is dropped (counted), one routed to VP 0 is pending in its APIC."""
+    profile = Profile()
+    with device.create_partition(lapic=True) as part:
+        vp = part.create_vp(0)
+        state = hv_local_interrupt_controller_state.from_buffer_copy(vp.get_lapic_state())
+        state.apic_spurious = 0x1FF  # software-enabled: it accepts fixed interrupts
+        vp.set_lapic_state(bytes(state))
+        chip = io.IoApic(1, apic_delivery(part, profile))
+        _program(chip, 3, 0x33, 5 << 24)
+        chip.set_level(3, True)
+        assert profile.dropped_interrupts == 1
+        _program(chip, 4, 0x34, 0)
+        chip.set_level(4, True)
+        assert profile.dropped_interrupts == 1
+        state = hv_local_interrupt_controller_state.from_buffer_copy(vp.get_lapic_state())
+        assert state.apic_irr[0x34 // 32] >> (0x34 % 32) & 1

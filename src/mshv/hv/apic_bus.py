@@ -91,6 +91,11 @@ class ApicBus:
         with self._lock:
             return [self._apics[i] for i in sorted(self._apics)]
 
+    def has_apic(self, apic_id: int) -> bool:
+        """Whether some VP's local APIC has this APIC id (enabled or not)."""
+        with self._lock:
+            return any(a.apic_id == apic_id for a in self._apics.values())
+
     def _targets(
         self, dest: int, logical: bool, shorthand: int, source: LocalApic | None
     ) -> list[LocalApic]:

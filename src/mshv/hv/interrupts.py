@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from mshv.abi.status import hv_status
 from mshv.abi.tlfs import hv_interrupt_type as IT
+from mshv.hv.apic_defs import XAPIC_BROADCAST
 from mshv.hv.errors import HvError, UnsupportedError
 
 if TYPE_CHECKING:
@@ -67,6 +68,11 @@ class Controller:
             raise HvError(hv_status.HV_STATUS_INVALID_PARAMETER, f"SIPI vector {vector}")
         if not 0 <= dest <= 0xFF:
             raise HvError(hv_status.HV_STATUS_INVALID_PARAMETER, f"destination {dest:#x}")
+        if not logical and dest != XAPIC_BROADCAST and not bus.has_apic(dest):
+            # A physical destination names one VP: one that does not exist is
+            # the caller's mistake, as for EXTINT and LINT (a logical one is a
+            # mask, and matching no APIC there drops the message, as on hardware).
+            raise HvError(hv_status.HV_STATUS_INVALID_VP_INDEX, f"no VP with APIC id {dest}")
         level &= mode in (0, 1)  # only fixed interrupts can be level-triggered
         bus.deliver(dest, logical=logical, mode=mode, vector=vector & 0xFF, level=level)
 

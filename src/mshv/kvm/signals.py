@@ -29,6 +29,8 @@ import signal
 import struct
 import threading
 
+from mshv._libc import install_noop_handler
+
 KICK = signal.SIGRTMIN + 2
 STACK_SIZE = 0x10000
 PATTERN = 0x6D73_6876_6B69_636B
@@ -38,26 +40,14 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _Q = struct.Struct("<Q")
 
 
-class _Sigaction(ctypes.Structure):
-    _fields_ = [
-        ("handler", ctypes.c_void_p),
-        ("mask", ctypes.c_ulong * 16),
-        ("flags", ctypes.c_int),
-        ("restorer", ctypes.c_void_p),
-    ]
-
-
 class _Stack(ctypes.Structure):
     _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
 
 
-_sigaction = _libc.sigaction
-_sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 _sigaltstack = _libc.sigaltstack
 _sigaltstack.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 _tgkill = _libc.tgkill
 _tgkill.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-_NOOP = ctypes.cast(_libc.getpid, ctypes.c_void_p).value
 
 
 class _PollFd(ctypes.Structure):
@@ -83,9 +73,7 @@ def _new_stack() -> tuple[mmap.mmap, int]:
 
 
 def _handle(flags: int) -> None:
-    action = _Sigaction(handler=_NOOP, flags=flags)
-    if _sigaction(KICK, ctypes.byref(action), None) != 0:
-        raise OSError(ctypes.get_errno(), f"sigaction({KICK}) failed")
+    install_noop_handler(KICK, flags)
 
 
 def _calibrate() -> int | None:

@@ -15,6 +15,7 @@ the reason and the VP's RIP), or when the user quits.
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import signal
 import threading
@@ -29,7 +30,7 @@ from mshv.client.messages import ApicEoi, IoPortIntercept, MemoryIntercept, Mess
 from mshv.client.partition import Device, GuestMemory, Partition
 from mshv.client.vp import Vp
 from mshv.decode import DecodeError
-from mshv.errors import MshvError
+from mshv.errors import IoctlError, MshvError
 from mshv.vmm import acpi, legacy, loader, pm, serial
 from mshv.vmm.bus import Bus
 from mshv.vmm.bzimage import BzImage
@@ -88,6 +89,25 @@ class Outcome:
         return text
 
 
+def apic_delivery(
+    partition: Partition, profile: Profile
+) -> Callable[[int, int, int, bool, bool], None]:
+    """The IOAPIC's path to the local APICs: MSHV_ASSERT_INTERRUPT. A message
+    the hypervisor refuses as invalid (to a physical APIC id no VP has, an
+    illegal vector: the guest's programming) is dropped and counted, as a
+    PC's APIC bus drops it; any other failure is the VMM's and raises."""
+
+    def deliver(vector: int, dest: int, mode: int, level: bool, logical: bool) -> None:
+        try:
+            partition.assert_interrupt(vector, dest, mode, level=level, logical=logical)
+        except IoctlError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            profile.dropped_interrupts += 1
+
+    return deliver
+
+
 @dataclass
 class Profile:
     """Intercepts by kind, port and address, and the VMM's time handling them."""
@@ -96,6 +116,7 @@ class Profile:
     ports: Counter[int] = field(default_factory=Counter)
     mmio: Counter[int] = field(default_factory=Counter)
     handling_s: float = 0.0
+    dropped_interrupts: int = 0  # IOAPIC messages the hypervisor refused as invalid
 
     def summary(self, seconds: float) -> str:
         total = sum(self.kinds.values())
@@ -105,6 +126,8 @@ class Profile:
         lines += [f"  {_name(kind)}: {n}" for kind, n in self.kinds.most_common()]
         lines += [f"  port {port:#x}: {n}" for port, n in self.ports.most_common(8)]
         lines += [f"  mmio {addr:#x}: {n}" for addr, n in self.mmio.most_common(4)]
+        if self.dropped_interrupts:
+            lines.append(f"  interrupts to no APIC (dropped): {self.dropped_interrupts}")
         return "\n".join(lines)
 
 
@@ -222,7 +245,9 @@ class LinuxMachine:
         bsp.set_registers(self.loaded.registers)  # type: ignore[arg-type]
 
         self.lock = threading.Lock()  # the devices' lock: one VP thread in them at a time
-        self.ioapic = IoApic(acpi.ioapic_id(config.cpus), self._deliver)
+        self.ioapic = IoApic(
+            acpi.ioapic_id(config.cpus), apic_delivery(self.partition, self.profile)
+        )
         self.serial = serial.Serial(
             self._console_out, lambda high: self.ioapic.set_level(serial.COM1_IRQ, high)
         )
@@ -254,9 +279,6 @@ class LinuxMachine:
                 mem.write(gpa - base, data)
                 return
         raise ValueError(f"{len(data)} bytes at {gpa:#x} are not in guest RAM")
-
-    def _deliver(self, vector: int, dest: int, mode: int, level: bool, logical: bool) -> None:
-        self.partition.assert_interrupt(vector, dest, mode, level=level, logical=logical)
 
     # --- the console ---------------------------------------------------------------------
 

@@ -277,6 +277,29 @@ def test_assert_extint_to_missing_vp(lapic_part: int, lapic_vp: int, dest: int) 
     expect_errno(errno.EINVAL, lapic_part, ASSERT, interrupt(extint, dest, 0x20))
 
 
+@pytest.mark.parametrize(
+    "kind",
+    [FIXED, IT.HV_X64_INTERRUPT_TYPE_LOWESTPRIORITY, IT.HV_X64_INTERRUPT_TYPE_NMI,
+     IT.HV_X64_INTERRUPT_TYPE_INIT, IT.HV_X64_INTERRUPT_TYPE_SIPI],
+    ids=lambda k: IT(k).name,
+)  # fmt: skip
+def test_assert_interrupt_to_a_physical_id_with_no_vp(lapic_part: int, kind: int) -> None:
+    """A physical destination names one VP: before any VP exists, and to an id
+    no VP has, HV_STATUS_INVALID_VP_INDEX; a logical one matching no APIC is
+    dropped, as on the APIC bus, and the xAPIC broadcast id reaches all."""
+    vector = 0x30 if kind in (FIXED, IT.HV_X64_INTERRUPT_TYPE_LOWESTPRIORITY) else 0
+    expect_errno(errno.EINVAL, lapic_part, ASSERT, interrupt(kind, 0, vector))
+    vp = create_vp(lapic_part)
+    try:
+        expect_errno(errno.EINVAL, lapic_part, ASSERT, interrupt(kind, 1, vector))
+        assert mshv.ioctl(lapic_part, ASSERT, interrupt(kind, 0xFF, vector)) == 0
+        logical = interrupt(kind, 0x80, vector)
+        logical.control.as_uint64 |= 1 << 33  # logical destination mode
+        assert mshv.ioctl(lapic_part, ASSERT, logical) == 0
+    finally:
+        mshv.close(vp)
+
+
 def test_assert_interrupt_to_existing_vp(lapic_part: int, lapic_vp: int) -> None:
     for kind, vector in [
         (FIXED, 0x30),
