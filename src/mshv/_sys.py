@@ -107,6 +107,11 @@ class RealSys:
             return _mmap.mmap(fd, length, _mmap.MAP_SHARED, prot, offset=offset)
         except OverflowError as e:
             raise OSError(errno.EOVERFLOW, f"{os.strerror(errno.EOVERFLOW)}: {e}") from None
+        except ValueError as e:
+            # A regular file shorter than offset + length: mmap(2) would map
+            # it (touching the part past the end raises SIGBUS), but Python's
+            # mmap cannot give that view; refuse it as an OSError, not a crash.
+            raise OSError(errno.EINVAL, f"{os.strerror(errno.EINVAL)}: {e}") from None
 
     def close(self, fd: int) -> None:
         if not 0 <= fd < 1 << 31:

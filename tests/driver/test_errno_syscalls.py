@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pathlib
 from collections.abc import Iterator
 
 import pytest
@@ -61,6 +62,23 @@ def test_mmap_argument_errors(foreign_fd: int, vp: int, length: int, offset: int
                               err: int) -> None:  # fmt: skip
     assert _errno(mshv.mmap, foreign_fd, length, offset) == err
     assert _errno(mshv.mmap, vp, length, offset) == err
+
+
+@pytest.mark.parametrize(("length", "offset"), [(8192, 0), (4096, 4096), (4096, 8192)])
+def test_mmap_past_the_end_of_a_regular_file_is_an_oserror(
+    tmp_path: pathlib.Path, length: int, offset: int
+) -> None:
+    """Found by the soak: Python's mmap refuses a view past a file's end with
+    ValueError; the surface gives OSError (EINVAL), and a view inside works."""
+    path = tmp_path / "page"
+    path.write_bytes(bytes(4096))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert _errno(mshv.mmap, fd, length, offset) == errno.EINVAL
+        view = mshv.mmap(fd, 4096, 0)
+        view.close()
+    finally:
+        os.close(fd)
 
 
 def test_unaligned_mmap_offset_comes_before_ebadf(closed_fd: int) -> None:
