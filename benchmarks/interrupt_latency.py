@@ -21,9 +21,11 @@ Each iteration: run to the loop's OUT (the VMM steps past it), assert vector
 it. The VP is stopped when the interrupt is asserted, so no thread wake-up
 is measured: this is the cost the hypervisor adds to a delivery.
 
-Both engines are measured: on KVM the in-kernel local APIC takes the
-assertion; on the software engine (tcg) the hypervisor's own APIC does and
-offers the vector to the CPU. The last line is `ratio: <tcg latency / KVM
+Both engines are measured. On both, the hypervisor's own local APIC takes
+the assertion and offers the vector to the CPU (the KVM engine injects it
+with KVM_INTERRUPT before the next KVM_RUN); the C baseline uses KVM's
+in-kernel APIC, which an emulated hypervisor cannot (its EOIs would not be
+reported in program order). The last line is `ratio: <tcg latency / KVM
 engine latency>`.
 """
 

@@ -115,27 +115,31 @@ class Vp:
             ex = p.run()
             while ex is _IO_PORT and p.exit.port == _HYPERCALL_PORT and self._hypercall():
                 ex = p.run()
+            full = True
             if ex is _IO_PORT:
-                # Polling and delay loops stop at the same port with the same
-                # state again and again: reuse the message when nothing in it changed.
-                e = p.exit
-                key = (p.state_version, e.port, e.access_info, e.insn_length, e.access_type,
-                       e.insn_bytes)  # fmt: skip
-                if key == self._io_key:
-                    msg[:_IO_SIZE] = self._io_bytes
-                    msg[_IO_SIZE:HV_MESSAGE_SIZE] = _IO_TAIL
-                else:
-                    intercept.io_port(msg, self.sender, self.index, p)
-                    self._io_key = key
-                    self._io_bytes = bytes(msg[:_IO_SIZE])
-                if page.mapped:
-                    page.fill(p, full=False)
-                return
-            self._other(ex, msg)
+                self._io_port(msg)
+                full = False
+            else:
+                full = self._other(ex, msg)
         finally:
             self.running = False
         if page.mapped:
-            page.fill(p)
+            page.fill(p, full=full)
+
+    def _io_port(self, msg: bytearray) -> None:
+        # Polling and delay loops stop at the same port with the same state
+        # again and again: reuse the message when nothing in it changed.
+        p = self.processor
+        e = p.exit
+        key = (p.state_version, e.port, e.access_info, e.insn_length, e.access_type,
+               e.insn_bytes)  # fmt: skip
+        if key == self._io_key:
+            msg[:_IO_SIZE] = self._io_bytes
+            msg[_IO_SIZE:HV_MESSAGE_SIZE] = _IO_TAIL
+        else:
+            intercept.io_port(msg, self.sender, self.index, p)
+            self._io_key = key
+            self._io_bytes = bytes(msg[:_IO_SIZE])
 
     def _before_run(self) -> None:
         if self.partition.frozen:
@@ -145,9 +149,10 @@ class Vp:
         if self.notifications & NOTIFY_INTERRUPT:
             self.processor.request_interrupt_window(True)
 
-    def _other(self, ex: Exit, msg: bytearray) -> None:
+    def _other(self, ex: Exit, msg: bytearray) -> bool:
         """Every exit but the common port intercept: handle internal ones and
-        run on, or build the message."""
+        run on, or build the message. False if that is a port intercept
+        after all (its register page needs only the partial refresh)."""
         p = self.processor
         sender, index = self.sender, self.index
         while True:
@@ -155,16 +160,17 @@ class Vp:
                 if p.exit.port == _HYPERCALL_PORT and self._hypercall():
                     ex = p.run()
                     continue
-                intercept.io_port(msg, sender, index, p)
+                self._io_port(msg)
+                return False
             elif ex is Exit.MSR:
                 if self._msr():
                     if self._eoi_message is not None:
                         intercept.apic_eoi(msg, sender, index, self._eoi_message)
                         self._eoi_message = None
-                        return
+                        return True
                     if self._queued:  # a SIPI the intercept keeps for the VMM
                         msg[:HV_MESSAGE_SIZE] = self._queued.popleft()
-                        return
+                        return True
                     ex = p.run()
                     continue
                 p.cancel()
@@ -185,10 +191,10 @@ class Vp:
                     ended = self.apic.mmio(p)
                     if ended is not None and ended.level:
                         intercept.apic_eoi(msg, sender, index, ended.vector)
-                        return
+                        return True
                     if self._queued:
                         msg[:HV_MESSAGE_SIZE] = self._queued.popleft()
-                        return
+                        return True
                     ex = p.run()
                     continue
                 rng = self.partition.gpa_map.find(p.exit.gpa)
@@ -205,7 +211,7 @@ class Vp:
                 self.apic.startup()
                 if self._queued:
                     msg[:HV_MESSAGE_SIZE] = self._queued.popleft()
-                    return
+                    return True
                 ex = p.run()
                 continue
             elif ex is Exit.HALT:
@@ -220,7 +226,7 @@ class Vp:
                 if self.page.mapped:
                     self.page.fill(p)
                 raise InterruptedError("MSHV_RUN_VP interrupted")
-            return
+            return True
 
     # --- what the hypervisor handles itself --------------------------------------------
 
