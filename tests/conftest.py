@@ -56,5 +56,5 @@ def real_mode_vp(part: mshv.Partition, code: bytes, *, at: int = 0x1000, size: i
     vp = part.create_vp(0)
     cs = vp.get("cs")
     assert isinstance(cs, mshv.Segment)
-    vp.set_registers(cs=mshv.Segment(0, cs.limit, 0, cs.attributes), rip=at, rflags=2, **regs)
+    vp.set_registers(dict(regs), cs=mshv.Segment(0, cs.limit, 0, cs.attributes), rip=at, rflags=2)
     return vp, mem

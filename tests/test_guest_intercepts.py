@@ -75,8 +75,8 @@ def test_io_mmio_readonly_and_halt(partition: mshv.Partition) -> None:
             T.HVMSG_GPA_INTERCEPT,
             T.HVMSG_X64_HALT,
         ]
-        regs = vp.get_registers("rax", "rbx", "rcx")
-        assert (regs["rax"] & 0xFF, regs["rbx"] & 0xFF, regs["rcx"] & 0xFF) == (0x42, 0x17, 0x5A)
+        rax, rbx, rcx = vp.get("rax"), vp.get("rbx"), vp.get("rcx")
+        assert (rax & 0xFF, rbx & 0xFF, rcx & 0xFF) == (0x42, 0x17, 0x5A)
 
 
 def test_in_not_completed_by_hypervisor(partition: mshv.Partition) -> None:

@@ -96,7 +96,7 @@ def test_cr8_masks_until_lowered(device: mshv.Device) -> None:
         regs = long_mode_registers()
         regs.update(idtr=mshv.Table(IDT, 0xFFF), gdtr=mshv.Table(GDT, 23), rsp=0x8000)
         vp.set_registers(regs)  # type: ignore[arg-type]
-        ports = []
+        ports: list[int] = []
         while len(ports) < 4:
             msg = vp.run()
             assert isinstance(msg, mshv.IoPortIntercept), msg

@@ -29,10 +29,12 @@ def apic_partition(device: mshv.Device) -> Iterator[mshv.Partition]:
         yield part
 
 
-def boot(part: mshv.Partition, handlers: dict[int, bytes], main: bytes = MAIN) -> mshv.Vp:
+def boot(
+    part: mshv.Partition, handlers: dict[int, tuple[int, bytes]], main: bytes = MAIN
+) -> mshv.Vp:
     mem = mshv.GuestMemory(0x10000)
     mem.write(0x1000, main)
-    for vector, (tag, code) in handlers.items():  # type: ignore[misc]
+    for vector, (tag, code) in handlers.items():
         mem.write(0x2000 + 0x100 * tag, code)
         off, entry = ivt_entry(vector, 0x2000 + 0x100 * tag)
         mem.write(off, entry)
@@ -66,7 +68,7 @@ def in_thread(fn: Callable[[], None]) -> threading.Thread:
 def test_fixed_lowest_priority_and_nmi_from_another_thread(
     apic_partition: mshv.Partition,
 ) -> None:
-    vp = boot(apic_partition, {0x40: (1, handler(1)), 0x41: (2, handler(2)),  # type: ignore[dict-item]
+    vp = boot(apic_partition, {0x40: (1, handler(1)), 0x41: (2, handler(2)),
                                2: (3, handler(3, eoi=False))})  # fmt: skip
     part = apic_partition
 
@@ -85,16 +87,19 @@ def test_fixed_lowest_priority_and_nmi_from_another_thread(
 
 def test_logical_destination(apic_partition: mshv.Partition) -> None:
     # x2APIC logical id of APIC 0 is cluster 0, bit 0: destination 1.
-    vp = boot(apic_partition, {0x48: (1, handler(1))})  # type: ignore[dict-item]
-    t = in_thread(
-        lambda: (time.sleep(0.05), apic_partition.assert_interrupt(0x48, 1, logical=True))
-    )
+    vp = boot(apic_partition, {0x48: (1, handler(1))})
+
+    def later() -> None:
+        time.sleep(0.05)
+        apic_partition.assert_interrupt(0x48, 1, logical=True)
+
+    t = in_thread(later)
     assert run_until(vp, 1, lambda m: None) == [1]
     t.join()
 
 
 def test_level_triggered_eoi_comes_back(apic_partition: mshv.Partition) -> None:
-    vp = boot(apic_partition, {0x50: (1, handler(1)), 0x51: (2, handler(2))})  # type: ignore[dict-item]
+    vp = boot(apic_partition, {0x50: (1, handler(1)), 0x51: (2, handler(2))})
     eois: list[int] = []
 
     def on_msg(msg: mshv.Message) -> None:
@@ -134,7 +139,7 @@ def test_extint_when_deliverable(apic_partition: mshv.Partition) -> None:
         jmp idle
         """
     )
-    vp = boot(apic_partition, {0x60: (1, handler(1, eoi=False))}, main)  # type: ignore[dict-item]
+    vp = boot(apic_partition, {0x60: (1, handler(1, eoi=False))}, main)
     vp.set_registers(deliverability_notifications=2)  # tell me when an interrupt can go in
     first = vp.run()
     assert isinstance(first, mshv.IoPortIntercept) and first.rax & 0xFF == 0x99

@@ -52,7 +52,7 @@ def test_fp_and_vector_state(partition: mshv.Partition) -> None:
     assert (xmm_cs >> 64) & 0xFFFF_FFFF == 0x1F80  # MXCSR after reset
     new_mxcsr = 0x1FA0
     vp.set_registers(xmm_control_status=(xmm_cs & ~(0xFFFF_FFFF << 64)) | new_mxcsr << 64)
-    assert (vp.get("xmm_control_status") >> 64) & 0xFFFF_FFFF == new_mxcsr  # type: ignore[operator]
+    assert (vp.get("xmm_control_status") >> 64) & 0xFFFF_FFFF == new_mxcsr
     vp.set_registers(fp_mmx3=0x4000_8000_0000_0000_0000)  # 2.0 as an 80-bit value
     assert vp.get("fp_mmx3") == 0x4000_8000_0000_0000_0000
     xfem = vp.get("xfem")
@@ -95,7 +95,7 @@ def test_a_refusal_names_the_rule_broken(
 ) -> None:
     vp = partition.create_vp(0)
     with pytest.raises(mshv.IoctlError) as e:
-        vp.set_registers(**regs)  # type: ignore[misc]
+        vp.set_registers(regs)
     assert e.value.errno == 22
     assert rule in str(e.value)
 

@@ -103,7 +103,7 @@ def _vp(part: mshv.Partition, code: bytes, index: int = 0) -> tuple[mshv.Vp, msh
 
 
 def _outputs(vp: mshv.Vp) -> list[int]:
-    values = []
+    values: list[int] = []
     while True:
         msg = vp.run()
         if isinstance(msg, mshv.Halt):

@@ -17,7 +17,7 @@ from mshv.abi import message as m
 from mshv.abi import tlfs as t
 from mshv.abi import uapi as u
 
-GP16 = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi")
+GP16: tuple[str, ...] = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi")
 GP16 += ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
 
 

@@ -144,15 +144,15 @@ def test_register_names_match_reference_exactly() -> None:
 
 def test_register_name_range_boundaries() -> None:
     r = t.hv_register_name
-    assert r.HV_REGISTER_EXPLICIT_SUSPEND == 0 and r.HV_REGISTER_INTERCEPT_SUSPEND == 1
+    assert int(r.HV_REGISTER_EXPLICIT_SUSPEND) == 0 and int(r.HV_REGISTER_INTERCEPT_SUSPEND) == 1
     assert (r.HV_X64_REGISTER_XMM0, r.HV_X64_REGISTER_XMM15) == (0x30000, 0x3000F)
     assert (r.HV_X64_REGISTER_R8, r.HV_X64_REGISTER_R15) == (0x20008, 0x2000F)
-    assert r.HV_X64_REGISTER_MSR_MTRR_PHYS_BASE0 == 0x80010
-    assert r.HV_X64_REGISTER_MSR_MTRR_PHYS_BASEF == 0x8001F
-    assert r.HV_X64_REGISTER_MSR_MTRR_PHYS_MASKF == 0x8004F
+    assert int(r.HV_X64_REGISTER_MSR_MTRR_PHYS_BASE0) == 0x80010
+    assert int(r.HV_X64_REGISTER_MSR_MTRR_PHYS_BASEF) == 0x8001F
+    assert int(r.HV_X64_REGISTER_MSR_MTRR_PHYS_MASKF) == 0x8004F
     assert (r.HV_REGISTER_SINT0, r.HV_REGISTER_SINT15) == (0xA0000, 0xA000F)
-    assert r.HV_REGISTER_STIMER3_COUNT == 0xB0007
-    assert r.HV_REGISTER_VSM_VP_SECURE_CONFIG_VTL14 == 0xD001E
+    assert int(r.HV_REGISTER_STIMER3_COUNT) == 0xB0007
+    assert int(r.HV_REGISTER_VSM_VP_SECURE_CONFIG_VTL14) == 0xD001E
     assert "HV_X64_REGISTER_RTIT_ADDR0B" not in r.__members__
 
 
@@ -221,7 +221,7 @@ def test_interrupt_types() -> None:
     names = "FIXED LOWESTPRIORITY SMI REMOTEREAD NMI INIT SIPI EXTINT LOCALINT0 LOCALINT1 MAXIMUM"
     expected = {f"HV_X64_INTERRUPT_TYPE_{n}": i for i, n in enumerate(names.split())}
     assert as_dict(t.hv_interrupt_type) == expected
-    assert t.hv_interrupt_type.HV_X64_INTERRUPT_TYPE_MAXIMUM == 0xA
+    assert int(t.hv_interrupt_type.HV_X64_INTERRUPT_TYPE_MAXIMUM) == 0xA
 
 
 def test_partition_property_codes() -> None:
@@ -361,7 +361,7 @@ def test_feature_bit_spot_checks() -> None:
     sf = t.hv_partition_synthetic_processor_feature
     assert (sf.hypervisor_present, sf.access_frequency_regs) == (0, 11)
     assert (sf.fast_hypercall_output, sf.retarget_device_interrupt) == (18, 30)
-    assert t.hv_partition_processor_xsave_feature.avx_support == 2
+    assert int(t.hv_partition_processor_xsave_feature.avx_support) == 2
     xb = t.hv_x64_xsave_xfem_bit
     assert (xb.legacy_x87, xb.avx_512_zmm16_31, xb.pasid, xb.xtile_data) == (0, 7, 10, 18)
     assert t.HV_PARTITION_PROCESSOR_FEATURE_BANKS == 2

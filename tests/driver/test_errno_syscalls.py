@@ -33,7 +33,8 @@ def foreign_fd() -> Iterator[int]:
 def _errno(call: object, *args: object) -> int:
     with pytest.raises(OSError) as info:
         call(*args)  # type: ignore[operator]
-    return int(info.value.errno)
+    assert info.value.errno is not None
+    return info.value.errno
 
 
 def test_short_buffer_on_a_closed_fd_is_ebadf(closed_fd: int) -> None:

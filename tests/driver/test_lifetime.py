@@ -48,7 +48,7 @@ def open_fds() -> int:
 
 def run_to_halt(vp: int) -> list[int]:
     """Run CODE to its HLT, stepping over each OUT; the bytes written to the port."""
-    out = []
+    out: list[int] = []
     for _ in range(4):
         msg = run(vp)
         if msg.header.message_type == HALT:

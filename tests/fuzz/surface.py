@@ -17,7 +17,7 @@ import os
 import struct
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -173,14 +173,15 @@ class SyscallSurface(RuleBasedStateMachine):
             code = bytes.fromhex("e680") + code  # out 0x80, al first
         m = Memory(4, code)
         self.mems.append(m)
-        part = self.create_partition(dev, lapic, 0, 0)
+        # Called directly, a @rule method is typed as hypothesis's rule result.
+        part = cast(int, self.create_partition(dev, lapic, 0, 0))
         calls(
             mshv.ioctl,
             part,
             nr.MSHV_MAP_GUEST_MEMORY,
             mshv_user_mem_region(size=m.size, guest_pfn=0, userspace_addr=m.addr, flags=0xF),
         )
-        vp = self.create_vp(part, 0)
+        vp = cast(int, self.create_vp(part, 0))
         self.real_mode_at_code(vp)
         return vp
 

@@ -33,7 +33,7 @@ def cpu(ram: Ram) -> Iterator[Cpu]:
 
 def out_values(cpu: Cpu, count: int) -> list[int]:
     """Run, collecting the value of each OUT (and stepping over it)."""
-    seen = []
+    seen: list[int] = []
     while len(seen) < count:
         reason = cpu.run()
         assert reason is ExitReason.IO, (reason, cpu.error())

@@ -8,7 +8,8 @@ from mshv.vmm import cpio, images
 
 
 def _read(archive: bytes) -> list[tuple[str, int, bytes, tuple[int, int]]]:
-    out, off = [], 0
+    out: list[tuple[str, int, bytes, tuple[int, int]]] = []
+    off = 0
     while True:
         head = archive[off : off + 110]
         assert head[:6] == b"070701", off

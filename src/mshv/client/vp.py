@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 PAGE_SIZE = 0x1000
 _U32 = struct.Struct("<I")
+# Registers by name or number (a dict[str, int] is one: Mapping keys are invariant).
+RegisterMap = Mapping[str, regs.Value] | Mapping[int, regs.Value] | Mapping[str | int, regs.Value]
 _U64 = struct.Struct("<Q")
 _ISVALID = HV_VP_REGISTER_PAGE_OFFSETS["isvalid"]
 _DIRTY = HV_VP_REGISTER_PAGE_OFFSETS["dirty"]
@@ -195,7 +197,7 @@ class Vp:
 
     def set_registers(
         self,
-        values: Mapping[str | int, regs.Value] | None = None,
+        values: RegisterMap | None = None,
         **named: Unpack[RegisterValues],
     ) -> None:
         """MSHV_SET_VP_REGISTERS, all or nothing: `vp.set_registers(rip=0x1000, rax=2)`."""

@@ -242,7 +242,7 @@ class LinuxMachine:
         if config.cpus > limit:
             raise ConfigError(f"--cpus {config.cpus}: the partition allows at most {limit} VPs")
         self.vps: list[Vp] = [bsp] + [self.partition.create_vp(i) for i in range(1, config.cpus)]
-        bsp.set_registers(self.loaded.registers)  # type: ignore[arg-type]
+        bsp.set_registers(self.loaded.registers)
 
         self.lock = threading.Lock()  # the devices' lock: one VP thread in them at a time
         self.ioapic = IoApic(
