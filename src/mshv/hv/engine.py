@@ -201,6 +201,10 @@ class Processor(InterceptState, Protocol):
         """Fast path for the VMM completing an intercept."""
         ...
 
+    def set_rax_rip(self, rax: int, rip: int) -> None:
+        """Fast path for the VMM completing an IN (RAX and RIP, both valid)."""
+        ...
+
     def complete_msr(self, value: int | None) -> None:
         """Finish the pending MSR access: a read returns `value`, a write is
         accepted; None raises #GP in the guest instead."""

@@ -106,6 +106,13 @@ class RegisterPage:
         page = self.view
         if dirty == DIRTY_IP:
             p.set_rip(_U64.unpack_from(page, _OFF_RIP)[0])
+        elif (
+            dirty == DIRTY_GENERAL | DIRTY_IP
+            and self._valid
+            and page[_OFF_GP + 8 : _OFF_RIP] == self._bytes[8 : _OFF_RIP - _OFF_GP]
+        ):
+            # Completing an IN: RAX and RIP only (RCX..R15 as filled).
+            p.set_rax_rip(_U64.unpack_from(page, _OFF_GP)[0], _U64.unpack_from(page, _OFF_RIP)[0])
         else:
             names: list[int] = []
             values: list[bytes] = []

@@ -72,6 +72,7 @@ _SEG_BY_NAME = {
 _CS = R.HV_X64_REGISTER_CS
 _CRS_OFF = _SR + 224
 _RIP_OFF = k.RUN_SYNC_REGS + 16 * 8
+_RAX_OFF = k.RUN_SYNC_REGS
 _EV = k.RUN_SYNC_EVENTS
 _EV_END = RUN_SYNC_END
 
@@ -559,6 +560,13 @@ class KvmProcessor:
     def set_rip(self, rip: int) -> None:
         self._gp = None
         self._ver_current = False
+        _U64.pack_into(self._page, _RIP_OFF, rip)
+        self._dirty |= k.KVM_SYNC_X86_REGS
+
+    def set_rax_rip(self, rax: int, rip: int) -> None:
+        self._gp = None
+        self._ver_current = False
+        _U64.pack_into(self._page, _RAX_OFF, rax)  # kvm_regs starts with RAX
         _U64.pack_into(self._page, _RIP_OFF, rip)
         self._dirty |= k.KVM_SYNC_X86_REGS
 

@@ -162,5 +162,6 @@ OFF_REGS = uc_x86_sys_page.regs.offset
 OFF_SREGS = uc_x86_sys_page.sregs.offset
 OFF_EVENTS = uc_x86_sys_page.events.offset
 OFF_RIP = OFF_REGS + uc_x86_sys_regs.rip.offset
+OFF_RAX = OFF_REGS + uc_x86_sys_regs.gpr.offset  # gpr[0]
 OFF_CR0 = OFF_SREGS + uc_x86_sys_sregs.cr0.offset
 OFF_INSN = OFF_EXIT + uc_x86_sys_exit.insn.offset

@@ -312,6 +312,12 @@ class TcgProcessor:
         self._page.dirty |= _DIRTY_REGS
         self._invalidate()
 
+    def set_rax_rip(self, rax: int, rip: int) -> None:
+        _U64.pack_into(self._view, abi.OFF_RAX, rax)
+        _U64.pack_into(self._view, abi.OFF_RIP, rip)
+        self._page.dirty |= _DIRTY_REGS
+        self._invalidate()
+
     def reset_to_init(self) -> None:
         """The state INIT leaves a processor in (as at power-on, FPU included),
         waiting for SIPI."""
