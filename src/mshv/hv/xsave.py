@@ -6,12 +6,32 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from mshv.abi.tlfs import hv_register_name as R
+
 LEGACY = 512
 HEADER = 64
 XSTATE_BV = 512
 XCOMP_BV = 520
 COMPACTED = 1 << 63
 _Q = struct.Struct("<Q")
+
+# Legacy-region offsets of the TLFS FP/XMM registers: the FP and XMM
+# control-status layouts are the FXSAVE header's bytes 0..15 and 16..31.
+FP_CS, XMM_CS, ST0, XMM0 = 0, 16, 32, 160
+
+
+def legacy_offset(name: int) -> int | None:
+    """Where an x87/MMX, XMM or control-status register's 16-byte value sits
+    in the XSAVE legacy region; None for other registers."""
+    if R.HV_X64_REGISTER_XMM0 <= name <= R.HV_X64_REGISTER_XMM15:
+        return XMM0 + 16 * (name - R.HV_X64_REGISTER_XMM0)
+    if R.HV_X64_REGISTER_FP_MMX0 <= name <= R.HV_X64_REGISTER_FP_MMX7:
+        return ST0 + 16 * (name - R.HV_X64_REGISTER_FP_MMX0)
+    if name == R.HV_X64_REGISTER_FP_CONTROL_STATUS:
+        return FP_CS
+    if name == R.HV_X64_REGISTER_XMM_CONTROL_STATUS:
+        return XMM_CS
+    return None
 
 
 @dataclass(frozen=True)

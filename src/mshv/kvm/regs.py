@@ -12,7 +12,7 @@ import functools
 import struct
 
 from mshv.abi.tlfs import hv_register_name as R
-from mshv.hv import msr_registers
+from mshv.hv import msr_registers, xsave
 from mshv.kvm import abi as k
 
 _Q = struct.Struct("<Q")
@@ -56,12 +56,6 @@ _DEBUG = {
 
 MSRS = msr_registers.MSRS
 
-# XSAVE legacy-region offsets: the TLFS FP/XMM control-status layouts are the
-# FXSAVE header's bytes 0..15 and 16..31.
-XSAVE_FP_CS = 0
-XSAVE_XMM_CS = 16
-XSAVE_ST0 = 32
-XSAVE_XMM0 = 160
 XSAVE_XSTATE_BV = 512
 
 
@@ -74,14 +68,9 @@ def classify(name: int) -> tuple[int, int] | None:
         key = table.get(name)  # type: ignore[call-overload]
         if key is not None:
             return cls, int(key)
-    if R.HV_X64_REGISTER_XMM0 <= name <= R.HV_X64_REGISTER_XMM15:
-        return XSAVE, XSAVE_XMM0 + 16 * (name - R.HV_X64_REGISTER_XMM0)
-    if R.HV_X64_REGISTER_FP_MMX0 <= name <= R.HV_X64_REGISTER_FP_MMX7:
-        return XSAVE, XSAVE_ST0 + 16 * (name - R.HV_X64_REGISTER_FP_MMX0)
-    if name == R.HV_X64_REGISTER_FP_CONTROL_STATUS:
-        return XSAVE, XSAVE_FP_CS
-    if name == R.HV_X64_REGISTER_XMM_CONTROL_STATUS:
-        return XSAVE, XSAVE_XMM_CS
+    offset = xsave.legacy_offset(name)
+    if offset is not None:
+        return XSAVE, offset
     if name == R.HV_X64_REGISTER_XFEM:
         return XCR, 0
     if name == R.HV_REGISTER_PENDING_INTERRUPTION:

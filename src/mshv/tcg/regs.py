@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from mshv.abi.status import hv_status
 from mshv.abi.tlfs import hv_register_name as R
+from mshv.hv import xsave
 from mshv.hv.control import control_problem
 from mshv.hv.errors import HvError
 from mshv.hv.msr_registers import MSRS
@@ -33,7 +34,6 @@ _DEBUG: dict[int, int] = {
     R.HV_X64_REGISTER_DR0: 0, R.HV_X64_REGISTER_DR1: 1, R.HV_X64_REGISTER_DR2: 2,
     R.HV_X64_REGISTER_DR3: 3, R.HV_X64_REGISTER_DR6: 4, R.HV_X64_REGISTER_DR7: 5,
 }  # fmt: skip
-XSAVE_FP_CS, XSAVE_XMM_CS, XSAVE_ST0, XSAVE_XMM0 = 0, 16, 32, 160
 
 STARTUP_SUSPEND, HALT_SUSPEND = 1, 2  # HV_REGISTER_INTERNAL_ACTIVITY_STATE
 # MSRs of features the software CPU does not have (no LBR/BTF, no speculation
@@ -56,14 +56,9 @@ def classify(name: int) -> tuple[int, int] | None:
         return DEBUG, _DEBUG[name]
     if name in MSRS:
         return MSR, MSRS[name]
-    if R.HV_X64_REGISTER_XMM0 <= name <= R.HV_X64_REGISTER_XMM15:
-        return XSAVE, XSAVE_XMM0 + 16 * (name - R.HV_X64_REGISTER_XMM0)
-    if R.HV_X64_REGISTER_FP_MMX0 <= name <= R.HV_X64_REGISTER_FP_MMX7:
-        return XSAVE, XSAVE_ST0 + 16 * (name - R.HV_X64_REGISTER_FP_MMX0)
-    if name == R.HV_X64_REGISTER_FP_CONTROL_STATUS:
-        return XSAVE, XSAVE_FP_CS
-    if name == R.HV_X64_REGISTER_XMM_CONTROL_STATUS:
-        return XSAVE, XSAVE_XMM_CS
+    offset = xsave.legacy_offset(name)
+    if offset is not None:
+        return XSAVE, offset
     if name == R.HV_REGISTER_PENDING_INTERRUPTION:
         return PENDING, 0
     if name == R.HV_REGISTER_INTERRUPT_STATE:
