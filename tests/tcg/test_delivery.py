@@ -6,29 +6,12 @@ delivery, and SYSCALL/SYSENTER enter the kernel as hardware does."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
-
-import pytest
 
 from mshv.tcg import abi
 from mshv.tcg.abi import ExitReason
 from mshv.tcg.cpu import Cpu
 from tests.guests import asm, ivt_entry
-from tests.tcg.machine import IDT, Ram, idt_entry, long_mode, new_cpu, real_mode, step_over
-
-
-@pytest.fixture
-def ram() -> Iterator[Ram]:
-    r = Ram()
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def cpu(ram: Ram) -> Iterator[Cpu]:
-    c = new_cpu(ram)
-    yield c
-    c.close()
+from tests.tcg.machine import IDT, Ram, idt_entry, long_mode, real_mode, step_over
 
 
 def out_values(cpu: Cpu, count: int) -> list[int]:

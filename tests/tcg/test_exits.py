@@ -5,29 +5,12 @@ unmapped and unpermitted memory, MSRs, CPUID), and after HLT."""
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterator
-
-import pytest
 
 from mshv.tcg import abi
 from mshv.tcg.abi import ExitReason
 from mshv.tcg.cpu import Cpu
 from tests.guests import asm
-from tests.tcg.machine import Ram, new_cpu, real_mode, step_over
-
-
-@pytest.fixture
-def ram() -> Iterator[Ram]:
-    r = Ram()
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def cpu(ram: Ram) -> Iterator[Cpu]:
-    c = new_cpu(ram)
-    yield c
-    c.close()
+from tests.tcg.machine import Ram, real_mode, step_over
 
 
 def load(ram: Ram, cpu: Cpu, source: str, at: int = 0x1000, **gprs: int) -> bytes:

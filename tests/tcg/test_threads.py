@@ -9,7 +9,6 @@ import signal
 import struct
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,20 +17,6 @@ from mshv.tcg.abi import ExitReason
 from mshv.tcg.cpu import Cpu
 from tests.guests import asm, ivt_entry
 from tests.tcg.machine import Ram, new_cpu, real_mode, step_over
-
-
-@pytest.fixture
-def ram() -> Iterator[Ram]:
-    r = Ram()
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def cpu(ram: Ram) -> Iterator[Cpu]:
-    c = new_cpu(ram)
-    yield c
-    c.close()
 
 
 def test_interrupt_taken_when_enabled_and_acknowledged(ram: Ram, cpu: Cpu) -> None:
