@@ -100,28 +100,17 @@ def unmap_alias(addr: int, size: int) -> None:
 
 
 _proc_mem_lock = threading.Lock()
-_proc_mem: tuple[int, int] | None = None  # (pid, fd)
+_proc_mem: dict[int, tuple[int, int]] = {}  # open flags -> (pid, fd)
 
 
-def _mem_fd() -> int:
-    global _proc_mem
+def _mem_fd(flags: int = os.O_RDONLY) -> int:
+    """This process's /proc/self/mem, opened once per process and mode."""
     pid = os.getpid()
     with _proc_mem_lock:
-        if _proc_mem is None or _proc_mem[0] != pid:
-            _proc_mem = (pid, os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC))
-        return _proc_mem[1]
-
-
-_proc_mem_rw: tuple[int, int] | None = None
-
-
-def _mem_fd_rw() -> int:
-    global _proc_mem_rw
-    pid = os.getpid()
-    with _proc_mem_lock:
-        if _proc_mem_rw is None or _proc_mem_rw[0] != pid:
-            _proc_mem_rw = (pid, os.open("/proc/self/mem", os.O_RDWR | os.O_CLOEXEC))
-        return _proc_mem_rw[1]
+        got = _proc_mem.get(flags)
+        if got is None or got[0] != pid:
+            got = _proc_mem[flags] = (pid, os.open("/proc/self/mem", flags | os.O_CLOEXEC))
+        return got[1]
 
 
 def read_process(addr: int, size: int) -> bytes | None:
@@ -224,7 +213,7 @@ class GuestMemory:
             view[off : off + len(data)] = data
             return True
         try:
-            return os.pwrite(_mem_fd_rw(), data, slot[2] + off) == len(data)
+            return os.pwrite(_mem_fd(os.O_RDWR), data, slot[2] + off) == len(data)
         except OSError:
             return False
 
