@@ -4,6 +4,7 @@ CPU (tcg). On KVM they need /dev/kvm: without it they fail, loudly."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -58,3 +59,14 @@ def real_mode_vp(part: mshv.Partition, code: bytes, *, at: int = 0x1000, size: i
     assert isinstance(cs, mshv.Segment)
     vp.set_registers(dict(regs), cs=mshv.Segment(0, cs.limit, 0, cs.attributes), rip=at, rflags=2)
     return vp, mem
+
+
+@pytest.fixture
+def sigusr1() -> Iterator[None]:
+    """SIGUSR1 with a handler that does nothing: what a VMM sends to stop a
+    VP's thread (tests/test_signals.py has a recording one of its own)."""
+    old = signal.signal(signal.SIGUSR1, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR1, old)

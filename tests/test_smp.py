@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -49,15 +49,6 @@ AP = asm(
     16,
     0,
 )
-
-
-@pytest.fixture
-def sigusr1() -> Iterator[None]:
-    old = signal.signal(signal.SIGUSR1, lambda signum, frame: None)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGUSR1, old)
 
 
 def _threads(bodies: list[Callable[[], None]], timeout: float = 60) -> list[BaseException]:

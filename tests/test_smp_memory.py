@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import mshv
 from tests.guests import X2APIC_EOI, X2APIC_ON, asm, ivt_entry
-from tests.test_smp import SIPI_PAGE, _real_mode_vps, _threads, sigusr1  # noqa: F401
+from tests.test_smp import SIPI_PAGE, _real_mode_vps, _threads
 
 COUNTER = 0x5000
 FLAG = 0x5100
@@ -52,7 +52,7 @@ def _run_all(vps: list[mshv.Vp], done_port: int) -> None:
 def test_lock_inc_from_four_vps_loses_nothing(
     device: mshv.Device,
     engine: str,
-    sigusr1: None,  # noqa: F811
+    sigusr1: None,
 ) -> None:
     # KVM here runs real-mode code about 2000 times slower: fewer rounds there.
     n = 1_000_000 if engine == "tcg" else 20_000
@@ -107,7 +107,7 @@ IPI_HANDLER = asm(X2APIC_EOI + "iret", 16, 0x2000)
 
 def test_code_patched_by_one_vp_runs_on_another_after_an_ipi(
     device: mshv.Device,
-    sigusr1: None,  # noqa: F811
+    sigusr1: None,
 ) -> None:
     with device.create_partition(lapic=True) as part, mshv.GuestMemory(0x10000) as mem:
         mem.write(0x1000, BSP_PATCH)

@@ -200,15 +200,6 @@ def test_refused_synthetic_features_leak_no_fd(baseline: tuple[int, int]) -> Non
     assert (open_fds(), threading.active_count()) == baseline
 
 
-@pytest.fixture
-def sigusr1() -> Iterator[None]:
-    old = signal.signal(signal.SIGUSR1, lambda signum, frame: None)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGUSR1, old)
-
-
 def test_closing_a_vp_inside_run_vp_waits_for_the_run(baseline: tuple[int, int],
                                                       sigusr1: None) -> None:  # fmt: skip
     """The last fds go while another thread is in RUN_VP: the VP lives on until
