@@ -115,10 +115,9 @@ class Vp:
             ex = p.run()
             while ex is _IO_PORT and p.exit.port == _HYPERCALL_PORT and self._hypercall():
                 ex = p.run()
-            full = True
             if ex is _IO_PORT:
                 self._io_port(msg)
-                full = False
+                full = False  # a port intercept refreshes only what it can change
             else:
                 full = self._other(ex, msg)
         finally:
