@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import threading
 import time
 
 from mshv.hv.errors import EngineError
@@ -41,6 +42,7 @@ class Cpu:
         self.view = memoryview(
             (ctypes.c_char * ctypes.sizeof(self.page)).from_address(address)
         ).cast("B")
+        self._calls = threading.RLock()
         # Bound calls for the run path.
         self._run = lib.uc_x86_sys_run
         self._kick = lib.uc_x86_sys_kick
@@ -71,28 +73,37 @@ class Cpu:
         return message.decode(errors="replace") if message else ""
 
     # --- any thread --------------------------------------------------------------
+    # Each holds `_calls` across its C call, so `close` cannot free the
+    # instance under it (a kick's C side still touches it after the run it
+    # ended has returned). Reentrant: a signal handler on a thread inside one
+    # of these may make another.
 
     def kick(self) -> None:
-        if self._uc is not None:
-            self._kick(self._uc)
+        with self._calls:
+            if self._uc is not None:
+                self._kick(self._uc)
 
     def wake(self) -> None:
-        if self._uc is not None:
-            self.lib.uc_x86_sys_wake(self._uc)
+        with self._calls:
+            if self._uc is not None:
+                self.lib.uc_x86_sys_wake(self._uc)
 
     def set_irq(self, vector: int | None) -> None:
-        if self._uc is not None:
-            self._set_irq(self._uc, -1 if vector is None else vector)
+        with self._calls:
+            if self._uc is not None:
+                self._set_irq(self._uc, -1 if vector is None else vector)
 
     def take_ack(self) -> int | None:
-        if self._uc is None:
-            return None
-        v: int = self._take_ack(self._uc)
+        with self._calls:
+            if self._uc is None:
+                return None
+            v: int = self._take_ack(self._uc)
         return None if v < 0 else v
 
     def nmi(self) -> None:
-        if self._uc is not None:
-            self.lib.uc_x86_sys_nmi(self._uc)
+        with self._calls:
+            if self._uc is not None:
+                self.lib.uc_x86_sys_nmi(self._uc)
 
     # --- while stopped -----------------------------------------------------------
 
@@ -163,7 +174,8 @@ class Cpu:
         self.lib.uc_x86_sys_invalidate(self.handle, gpa, size)
 
     def close(self) -> None:
-        uc, self._uc = self._uc, None
+        with self._calls:
+            uc, self._uc = self._uc, None
         if uc is not None:
             self.view.release()
             self.lib.uc_close(uc)
