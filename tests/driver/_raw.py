@@ -192,8 +192,9 @@ def prepare_vp(vp: int, rax: int = 2, rbx: int = 2) -> None:
 
 
 @contextmanager
-def guest(dev: int | None = None) -> Iterator[Guest]:
-    """A ready guest; its fds (the device too if it opened it) and page are freed on exit."""
+def guest(dev: int | None = None, flags: int = 0) -> Iterator[Guest]:
+    """A ready guest (partition creation `flags`); its fds (the device too if
+    it opened it) and page are freed on exit."""
     mem = map_pages(1)
     fds: list[int] = []
     try:
@@ -201,7 +202,7 @@ def guest(dev: int | None = None) -> Iterator[Guest]:
         if dev is None:
             dev = open_device()
             fds.append(dev)
-        part = create_partition(dev)
+        part = create_partition(dev, flags)
         fds.append(part)
         assert mshv.ioctl(part, nr.MSHV_MAP_GUEST_MEMORY, region(PAGE, 1, mem, 0xF)) == 0
         vp = create_vp(part)

@@ -15,7 +15,8 @@ import time
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from tests.fuzz.surface import SyscallSurface, calls, open_fds, settle_threads, warm
+from tests.fuzz.surface import SyscallSurface, calls, settle_threads, warm
+from tests.process import open_fds
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import os
 import struct
 import threading
 import time
@@ -373,10 +372,6 @@ class SyscallSurface(RuleBasedStateMachine):
         for m in self.mems:
             m.mem.close()
         self.mems.clear()
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def settle_threads(baseline: int, limit: float = 5.0) -> int:

@@ -8,7 +8,8 @@ import faulthandler
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from tests.fuzz.surface import SyscallSurface, calls, open_fds, settle_threads, warm
+from tests.fuzz.surface import SyscallSurface, calls, settle_threads, warm
+from tests.process import open_fds
 
 HANG_LIMIT_S = 300  # a hung call dumps every thread's stack and ends the process
 

@@ -28,13 +28,14 @@ import os
 import signal
 import struct
 import threading
+import weakref
 
 from mshv._libc import install_noop_handler
 
 KICK = signal.SIGRTMIN + 2
 STACK_SIZE = 0x10000
 PATTERN = 0x6D73_6876_6B69_636B
-SA_ONSTACK, SS_ONSTACK = 0x0800_0000, 1
+SA_ONSTACK, SS_ONSTACK, SS_DISABLE = 0x0800_0000, 1, 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _Q = struct.Struct("<Q")
@@ -43,6 +44,8 @@ _Q = struct.Struct("<Q")
 class _Stack(ctypes.Structure):
     _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
 
+
+_OFF = _Stack(None, SS_DISABLE, 0)
 
 _sigaltstack = _libc.sigaltstack
 _sigaltstack.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
@@ -61,7 +64,7 @@ POLLIN = 1
 _lock = threading.Lock()
 _installed = False
 _canary_offset: int | None = None  # from the top of an alternate stack
-_stacks: dict[int, tuple[mmap.mmap, int]] = {}  # native thread id -> stack, its address
+_kept: list[mmap.mmap] = []  # stacks that could not be taken back from their thread
 
 
 def _new_stack() -> tuple[mmap.mmap, int]:
@@ -70,6 +73,36 @@ def _new_stack() -> tuple[mmap.mmap, int]:
     address = ctypes.addressof(anchor)
     del anchor
     return stack, address
+
+
+class _ThreadStack:
+    """The calling thread's alternate stack. It lives in a threading.local,
+    whose entry CPython drops on the thread itself as it ends: the stack is
+    then switched off and unmapped, so threads that come and go (a pool
+    running VPs) leave nothing behind. (Not at interpreter exit: the process
+    takes it.)"""
+
+    __slots__ = ("__weakref__", "address")
+
+    def __init__(self) -> None:
+        stack, self.address = _new_stack()
+        done = weakref.finalize(self, _release, stack, self.address, threading.get_native_id())
+        done.atexit = False
+
+
+def _release(stack: mmap.mmap, address: int, thread: int) -> None:
+    current = _Stack()
+    if threading.get_native_id() != thread or _sigaltstack(None, ctypes.byref(current)) != 0:
+        _kept.append(stack)  # not on its thread: it may still be in use
+    elif current.sp != address:
+        stack.close()  # someone else's stack is the thread's now
+    elif not current.flags & SS_ONSTACK and _sigaltstack(ctypes.byref(_OFF), None) == 0:
+        stack.close()
+    else:
+        _kept.append(stack)
+
+
+_local = threading.local()
 
 
 def _handle(flags: int) -> None:
@@ -151,14 +184,13 @@ class Canary:
         one now) and set the canary. One system call: someone else (the
         software engine, faulthandler) may have replaced the stack."""
         off = _canary_offset
-        tid = self._thread = threading.get_native_id()
+        self._thread = threading.get_native_id()
         if off is None:
             return
-        entry = _stacks.get(tid)
-        if entry is None:
-            with _lock:
-                entry = _stacks[tid] = _new_stack()
-        address = entry[1]
+        stack: _ThreadStack | None = getattr(_local, "stack", None)
+        if stack is None:
+            stack = _local.stack = _ThreadStack()
+        address = stack.address
         current = _Stack()
         _sigaltstack(None, ctypes.byref(current))
         if current.sp != address:
