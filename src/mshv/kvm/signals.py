@@ -169,15 +169,19 @@ class Canary:
     """The canary of a processor, on the alternate stack of the thread that
     runs it."""
 
-    __slots__ = ("_address", "_thread", "_word")
+    __slots__ = ("_address", "_stack", "_thread", "_word")
 
     def __init__(self) -> None:
         self._address = 0
         self._thread = 0
+        self._stack: weakref.ref[_ThreadStack] | None = None  # weak: it goes with its thread
         self._word: ctypes.c_uint64 | None = None
 
     def armed_on(self, native_id: int) -> bool:
-        return self._thread == native_id
+        """`arm` ran on this thread: the same id, and the same stack (an
+        ended thread's id can come back, and its stack is gone)."""
+        stack = self._stack() if self._stack is not None else None
+        return self._thread == native_id and stack is getattr(_local, "stack", None)
 
     def arm(self) -> None:
         """Make the calling thread's alternate stack ours (unless it runs on
@@ -190,6 +194,7 @@ class Canary:
         stack: _ThreadStack | None = getattr(_local, "stack", None)
         if stack is None:
             stack = _local.stack = _ThreadStack()
+        self._stack = weakref.ref(stack)
         address = stack.address
         current = _Stack()
         _sigaltstack(None, ctypes.byref(current))
